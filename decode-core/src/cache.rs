@@ -1,0 +1,252 @@
+//! The key/value cache: the contract ([`Cache`]) and the burn implementation ([`KvCache`]).
+//!
+//! A cache holds, per layer, the keys and values of every token a sequence has seen, so a decode
+//! step only computes the new token. Slots are preallocated and written in place; rolling back is
+//! `truncate` (O(1): later writes overwrite), following beams is `reorder` (one `select` per layer).
+//! Each row also records which slots hold real tokens: padding and per-row rollbacks
+//! ([`Cache::hide`]) become masked slots, so rows can advance by different amounts in one batch.
+
+use burn_tensor::backend::Backend;
+use burn_tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::{Batch, Error, Result};
+
+/// What generation strategies need from a model's cache.
+pub trait Cache {
+    /// Number of rows (sequences) in the batch.
+    fn rows(&self) -> usize;
+    /// Number of slots written (the same for every row; some may be hidden).
+    fn len(&self) -> usize;
+    /// Whether nothing has been written.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Per row, the number of real tokens seen: the position id of its next token.
+    fn positions(&self) -> &[usize];
+    /// Forgets every slot from `len` on, in O(1). `len` must not exceed [`Cache::len`].
+    fn truncate(&mut self, len: usize) -> Result<()>;
+    /// Keeps the rows listed, in that order (duplicates allowed): the batch becomes `rows.len()` rows.
+    fn reorder(&mut self, rows: &[usize]) -> Result<()>;
+    /// Hides the slots `from..len()` of one row: they stay allocated but are never attended to again
+    /// and do not count as positions. This rolls back one row of a batch whose rows accepted
+    /// different numbers of tokens.
+    fn hide(&mut self, row: usize, from: usize) -> Result<()>;
+}
+
+/// Where a forward pass writes its new tokens, returned by [`KvCache::begin`].
+#[derive(Debug)]
+pub struct Step<B: Backend> {
+    /// First slot written by this step.
+    pub start: usize,
+    /// Position id of every new token, `rows × steps`.
+    pub positions: Vec<i64>,
+    /// Attention mask `[rows, 1, steps, len]` (`true` = masked), or `None` when plain causal
+    /// attention is exact (no padding and no hidden slots).
+    pub mask: Option<Tensor<B, 4, Bool>>,
+}
+
+/// A preallocated per-layer key/value cache on a burn backend: `[rows, heads, capacity, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    len: usize,
+    /// Per row, per slot: does it hold a real token?
+    real: Vec<Vec<bool>>,
+    positions: Vec<usize>,
+    /// True while every slot of every row is real (plain causal attention suffices).
+    dense: bool,
+    device: B::Device,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache of `layers` layers for `rows` sequences, with room for `capacity` slots
+    /// before it grows (it doubles when full).
+    pub fn new(
+        layers: usize,
+        rows: usize,
+        heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        device: &B::Device,
+    ) -> Self {
+        let capacity = capacity.max(1);
+        let zeros = || Tensor::<B, 4>::zeros([rows, heads, capacity, head_dim], device);
+        KvCache {
+            layers: (0..layers).map(|_| Some((zeros(), zeros()))).collect(),
+            rows,
+            heads,
+            head_dim,
+            capacity,
+            len: 0,
+            real: vec![Vec::new(); rows],
+            positions: vec![0; rows],
+            dense: true,
+            device: device.clone(),
+        }
+    }
+
+    /// Slots allocated.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Reserves the slots of `batch`, returns their positions and mask, and advances [`Cache::len`].
+    /// Call once per forward pass, then [`KvCache::append`] once per layer.
+    pub fn begin(&mut self, batch: &Batch) -> Result<Step<B>> {
+        if batch.rows() != self.rows {
+            return Err(Error::Shape(format!(
+                "batch has {} rows but the cache was made for {}",
+                batch.rows(),
+                self.rows
+            )));
+        }
+        let steps = batch.steps();
+        let start = self.len;
+        let end = start + steps;
+        if end > self.capacity {
+            self.grow(end.max(self.capacity * 2));
+        }
+        let mut positions = Vec::with_capacity(self.rows * steps);
+        for row in 0..self.rows {
+            for step in 0..steps {
+                let real = batch.is_real(row, step);
+                // Padding gets position 0, as transformers' `cumsum(mask) - 1` clamped at 0.
+                positions.push(self.positions[row].saturating_sub(usize::from(!real)) as i64);
+                self.positions[row] += usize::from(real);
+                self.real[row].push(real);
+            }
+        }
+        self.dense &= !batch.has_padding();
+        self.len = end;
+        let mask = (!self.dense).then(|| self.mask(start, steps));
+        Ok(Step {
+            start,
+            positions,
+            mask,
+        })
+    }
+
+    /// Writes one layer's new keys and values (`[rows, heads, steps, head_dim]`) at `start` and
+    /// returns the layer's keys and values for all `len` slots.
+    pub fn append(
+        &mut self,
+        layer: usize,
+        start: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> Result<(Tensor<B, 4>, Tensor<B, 4>)> {
+        let steps = k.dims()[2];
+        let (rows, heads, head_dim, len) = (self.rows, self.heads, self.head_dim, self.len);
+        let slot = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| Error::Shape(format!("cache has no layer {layer}")))?;
+        // Taken out so the tensors are uniquely owned: burn then writes in place instead of copying.
+        let (ck, cv) = slot
+            .take()
+            .ok_or_else(|| Error::Shape(format!("cache layer {layer} is in use")))?;
+        let range = [0..rows, 0..heads, start..start + steps, 0..head_dim];
+        let ck = ck.slice_assign(range.clone(), k);
+        let cv = cv.slice_assign(range, v);
+        let all = [0..rows, 0..heads, 0..len, 0..head_dim];
+        let out = (ck.clone().slice(all.clone()), cv.clone().slice(all));
+        *slot = Some((ck, cv));
+        Ok(out)
+    }
+
+    /// `[rows, 1, steps, len]`, true where a new token must not look: later slots, and hidden or
+    /// padding slots (except its own, so a padding query never has an empty softmax).
+    fn mask(&self, start: usize, steps: usize) -> Tensor<B, 4, Bool> {
+        let len = self.len;
+        let mut m = Vec::with_capacity(self.rows * steps * len);
+        for real in &self.real {
+            for i in 0..steps {
+                let me = start + i;
+                m.extend((0..len).map(|j| j > me || (j != me && !real[j])));
+            }
+        }
+        Tensor::from_data(
+            TensorData::new(m, [self.rows, 1, steps, len]),
+            &self.device,
+        )
+    }
+
+    fn grow(&mut self, capacity: usize) {
+        let extra = capacity - self.capacity;
+        let shape = [self.rows, self.heads, extra, self.head_dim];
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let pad = Tensor::<B, 4>::zeros(shape, &self.device);
+            *k = Tensor::cat(vec![k.clone(), pad.clone()], 2);
+            *v = Tensor::cat(vec![v.clone(), pad], 2);
+        }
+        self.capacity = capacity;
+    }
+
+    fn recount(&mut self, row: usize) {
+        self.positions[row] = self.real[row].iter().filter(|&&r| r).count();
+        self.dense = self.real.iter().all(|r| r.iter().all(|&x| x));
+    }
+}
+
+impl<B: Backend> Cache for KvCache<B> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(Error::invalid(
+                "cache length",
+                format!("cannot truncate {} slots to {len}", self.len),
+            ));
+        }
+        self.len = len;
+        for row in 0..self.rows {
+            self.real[row].truncate(len);
+            self.recount(row);
+        }
+        Ok(())
+    }
+
+    fn reorder(&mut self, rows: &[usize]) -> Result<()> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.rows) {
+            return Err(Error::invalid(
+                "cache row",
+                format!("row {bad} does not exist (the cache has {})", self.rows),
+            ));
+        }
+        let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &self.device);
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.clone().select(0, index.clone());
+            *v = v.clone().select(0, index.clone());
+        }
+        self.real = rows.iter().map(|&r| self.real[r].clone()).collect();
+        self.positions = rows.iter().map(|&r| self.positions[r]).collect();
+        self.rows = rows.len();
+        Ok(())
+    }
+
+    fn hide(&mut self, row: usize, from: usize) -> Result<()> {
+        let real = self.real.get_mut(row).ok_or_else(|| {
+            Error::invalid("cache row", format!("row {row} does not exist"))
+        })?;
+        for r in real.iter_mut().skip(from) {
+            *r = false;
+        }
+        self.recount(row);
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+//! The language-model contract.
+
+use crate::{Batch, Cache, Logits, Result};
+
+/// A causal language model that scores new tokens from a key/value cache.
+///
+/// One call to [`LanguageModel::forward`] runs every row of a batch over its new tokens and returns
+/// the next-token logits at *every* new position: a prefill uses the last one, a decode step its only
+/// one, and speculative verification all γ+1 of them from a single pass.
+pub trait LanguageModel {
+    /// The model's key/value cache.
+    type Cache: Cache;
+
+    /// Number of token ids the model scores.
+    fn vocab_size(&self) -> usize;
+
+    /// Longest sequence (prompt plus generated tokens) the model can attend over.
+    fn context_length(&self) -> usize;
+
+    /// Token ids that end a sequence.
+    fn eos_token_ids(&self) -> &[u32];
+
+    /// An empty cache for `rows` sequences.
+    fn new_cache(&self, rows: usize) -> Self::Cache;
+
+    /// Appends `batch` to `cache` and returns logits for every new position
+    /// (`batch.rows() × batch.steps() × vocab_size`).
+    ///
+    /// Errors (and leaves the cache as it was) when a real id is outside the vocabulary, when a row
+    /// would pass [`LanguageModel::context_length`], or when the batch and cache disagree on rows.
+    fn forward(&self, batch: &Batch, cache: &mut Self::Cache) -> Result<Logits>;
+}

@@ -1,0 +1,29 @@
+//! GPT-2 for `decode`, on burn.
+//!
+//! - [`gpt2`]: the model ([`Gpt2`]), generic over the burn backend, implementing
+//!   [`decode_core::LanguageModel`] with a [`decode_core::KvCache`].
+//! - [`config`]: HuggingFace `config.json` ([`Gpt2Config`]), validated.
+//! - [`weights`]: `model.safetensors` in f32, f16 or bf16, every tensor's shape checked.
+//! - [`tokenizer`]: the GPT-2 byte-level BPE ([`Tokenizer`]) and a UTF-8-safe [`StreamDecoder`].
+//! - [`backend`]: the CPU backend (burn-flex, measured fastest), ndarray and CUDA behind features.
+//!
+//! ```no_run
+//! use decode_models::{backend::{Cpu, cpu_device}, Gpt2, Tokenizer};
+//! # fn main() -> decode_core::Result<()> {
+//! let model = Gpt2::<Cpu>::load("path/to/gpt2", &cpu_device())?;
+//! let tokenizer = Tokenizer::from_dir("path/to/gpt2")?;
+//! let prompt = tokenizer.encode("Hello world")?;
+//! let out = decode_core::greedy(&model, &prompt, 20, false, |_| {})?;
+//! println!("{}", tokenizer.decode(&out.sequences[0].ids)?);
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod config;
+pub mod gpt2;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Activation, Gpt2Config};
+pub use gpt2::Gpt2;
+pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -1,0 +1,218 @@
+//! The GPT-2 byte-level BPE tokenizer, over the `tokenizers` crate, and a streaming decoder that only
+//! ever emits whole UTF-8 characters.
+
+use std::path::Path;
+
+use decode_core::{Error, Result};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::AddedToken;
+
+/// A byte-level BPE tokenizer (GPT-2's, or one trained the same way).
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The raw bytes each id stands for: what streaming decodes from.
+    id_bytes: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// Loads a `tokenizer.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such tokenizer file"),
+            ));
+        }
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::format(path, format!("not a valid tokenizer.json: {e}")))?;
+        Ok(Self::wrap(inner))
+    }
+
+    /// Builds GPT-2's tokenizer from `vocab.json` and `merges.txt` (no prefix space,
+    /// `<|endoftext|>` special).
+    pub fn from_vocab_merges(vocab: impl AsRef<Path>, merges: impl AsRef<Path>) -> Result<Self> {
+        let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
+        for path in [vocab, merges] {
+            if !path.is_file() {
+                return Err(Error::io(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such tokenizer file"),
+                ));
+            }
+        }
+        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+            .build()
+            .map_err(|e| Error::format(vocab, format!("cannot build BPE from vocab and merges: {e}")))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        inner
+            .add_special_tokens([AddedToken::from("<|endoftext|>", true)])
+            .map_err(|e| Error::Tokenizer(format!("cannot add <|endoftext|>: {e}")))?;
+        Ok(Self::wrap(inner))
+    }
+
+    /// Loads the tokenizer of a HuggingFace model directory: `tokenizer.json`, or else
+    /// `vocab.json` + `merges.txt`.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            Self::from_file(json)
+        } else {
+            Self::from_vocab_merges(dir.join("vocab.json"), dir.join("merges.txt"))
+        }
+    }
+
+    fn wrap(inner: tokenizers::Tokenizer) -> Self {
+        let byte_of = unicode_to_byte();
+        let id_bytes = (0..inner.get_vocab_size(true) as u32)
+            .map(|id| {
+                let token = inner.id_to_token(id).unwrap_or_default();
+                let special = inner
+                    .get_added_tokens_decoder()
+                    .get(&id)
+                    .is_some_and(|t| t.special);
+                if special {
+                    return token.into_bytes();
+                }
+                let mut bytes = Vec::with_capacity(token.len());
+                for c in token.chars() {
+                    match byte_of(c) {
+                        Some(b) => bytes.push(b),
+                        None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                    }
+                }
+                bytes
+            })
+            .collect();
+        Tokenizer { inner, id_bytes }
+    }
+
+    /// Number of ids, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.id_bytes.len()
+    }
+
+    /// The id of a token string (for example `<|endoftext|>`), if it exists.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Text to ids. Special tokens written in the text (such as `<|endoftext|>`) become their ids,
+    /// as in transformers.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode text: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Ids to text; invalid UTF-8 (a character cut between ids) becomes U+FFFD, as in transformers.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend_from_slice(self.bytes_of(id)?);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A decoder that turns ids into text as they arrive.
+    pub fn stream(&self) -> StreamDecoder<'_> {
+        StreamDecoder {
+            tokenizer: self,
+            pending: Vec::new(),
+        }
+    }
+
+    fn bytes_of(&self, id: u32) -> Result<&[u8]> {
+        self.id_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .ok_or(Error::TokenOutOfRange {
+                id,
+                vocab_size: self.id_bytes.len(),
+            })
+    }
+}
+
+/// Turns a stream of ids into text, emitting only whole UTF-8 characters: a character whose bytes
+/// span several tokens (emoji, CJK) comes out once its last byte has arrived.
+#[derive(Debug)]
+pub struct StreamDecoder<'a> {
+    tokenizer: &'a Tokenizer,
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder<'_> {
+    /// Adds one id; returns the text it completes (possibly empty).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.pending
+            .extend_from_slice(self.tokenizer.bytes_of(id)?);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(text) => {
+                    out.push_str(text);
+                    self.pending.clear();
+                    return Ok(out);
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // Safe: `valid_up_to` bytes were just checked.
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        // Incomplete character at the end: wait for the next id.
+                        None => {
+                            self.pending.drain(..valid);
+                            return Ok(out);
+                        }
+                        // Bytes that can never become a character: emit U+FFFD, as decode does.
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes what is left (an unfinished character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
+    }
+}
+
+/// The inverse of GPT-2's `bytes_to_unicode`: the byte a vocabulary character stands for.
+fn unicode_to_byte() -> impl Fn(char) -> Option<u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut table = std::collections::HashMap::with_capacity(256);
+    let mut shifted = 0u32;
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            b as u32
+        } else {
+            shifted += 1;
+            255 + shifted
+        };
+        if let Some(c) = char::from_u32(c) {
+            table.insert(c, b);
+        }
+    }
+    move |c| table.get(&c).copied()
+}

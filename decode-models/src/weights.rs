@@ -1,0 +1,211 @@
+//! Reading GPT-2 weights from a HuggingFace `model.safetensors`.
+//!
+//! Accepts tensors stored as f32, f16 or bf16 (converted to f32 as they are read), names with or
+//! without the `transformer.` prefix, and a tied or separate `lm_head.weight`. Every tensor's shape is
+//! checked against the config before anything is built; missing, unexpected and misshapen tensors
+//! are errors that name the tensor. GPT-2's `Conv1D` weights are `[in, out]`, which is already the
+//! layout burn's `linear` takes, so nothing is transposed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use burn::tensor::TensorData;
+use decode_core::{Error, Result};
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::Gpt2Config;
+
+/// The weights of one transformer block, on the host, f32.
+#[derive(Debug, Clone)]
+pub struct BlockWeights {
+    /// `ln_1.weight`, `ln_1.bias`.
+    pub ln_1: [TensorData; 2],
+    /// `attn.c_attn.weight` `[n_embd, 3·n_embd]`, bias.
+    pub c_attn: [TensorData; 2],
+    /// `attn.c_proj.weight` `[n_embd, n_embd]`, bias.
+    pub attn_proj: [TensorData; 2],
+    /// `ln_2.weight`, `ln_2.bias`.
+    pub ln_2: [TensorData; 2],
+    /// `mlp.c_fc.weight` `[n_embd, n_inner]`, bias.
+    pub c_fc: [TensorData; 2],
+    /// `mlp.c_proj.weight` `[n_inner, n_embd]`, bias.
+    pub mlp_proj: [TensorData; 2],
+}
+
+/// All GPT-2 weights, on the host, f32, shapes checked.
+#[derive(Debug, Clone)]
+pub struct Gpt2Weights {
+    /// Token embedding `[vocab_size, n_embd]`.
+    pub wte: TensorData,
+    /// Position embedding `[n_positions, n_embd]`.
+    pub wpe: TensorData,
+    /// One entry per layer.
+    pub blocks: Vec<BlockWeights>,
+    /// Final layer norm weight and bias.
+    pub ln_f: [TensorData; 2],
+    /// A separate LM head `[vocab_size, n_embd]`; `None` when tied to `wte`.
+    pub lm_head: Option<TensorData>,
+}
+
+/// Every tensor GPT-2 needs for `config`, with its shape (names without the `transformer.` prefix).
+pub fn expected_shapes(config: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let (e, i) = (config.n_embd, config.n_inner);
+    let mut out = vec![
+        ("wte.weight".to_string(), vec![config.vocab_size, e]),
+        ("wpe.weight".to_string(), vec![config.n_positions, e]),
+        ("ln_f.weight".to_string(), vec![e]),
+        ("ln_f.bias".to_string(), vec![e]),
+    ];
+    if !config.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![config.vocab_size, e]));
+    }
+    for l in 0..config.n_layer {
+        let per_layer: [(&str, Vec<usize>); 12] = [
+            ("ln_1.weight", vec![e]),
+            ("ln_1.bias", vec![e]),
+            ("attn.c_attn.weight", vec![e, 3 * e]),
+            ("attn.c_attn.bias", vec![3 * e]),
+            ("attn.c_proj.weight", vec![e, e]),
+            ("attn.c_proj.bias", vec![e]),
+            ("ln_2.weight", vec![e]),
+            ("ln_2.bias", vec![e]),
+            ("mlp.c_fc.weight", vec![e, i]),
+            ("mlp.c_fc.bias", vec![i]),
+            ("mlp.c_proj.weight", vec![i, e]),
+            ("mlp.c_proj.bias", vec![e]),
+        ];
+        out.extend(
+            per_layer
+                .into_iter()
+                .map(|(name, shape)| (format!("h.{l}.{name}"), shape)),
+        );
+    }
+    out
+}
+
+impl Gpt2Weights {
+    /// Reads `model.safetensors` at `path` for `config`.
+    pub fn read(path: impl AsRef<Path>, config: &Gpt2Config) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if size < 8 {
+            return Err(Error::format(
+                path,
+                format!("truncated safetensors file ({size} bytes)"),
+            ));
+        }
+        // SAFETY: the file is only read; as with every memory map, it must not be modified while
+        // the weights load (they are copied out before this function returns).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&map).map_err(|e| {
+            Error::format(path, format!("not a valid safetensors file (truncated or corrupt): {e}"))
+        })?;
+        let mut tensors = read_all(&st, config, path)?;
+        let mut take = |name: &str| {
+            tensors
+                .remove(name)
+                .ok_or_else(|| Error::format(path, format!("missing tensor {name}")))
+        };
+        let mut pair = |prefix: &str| -> Result<[TensorData; 2]> {
+            Ok([take(&format!("{prefix}.weight"))?, take(&format!("{prefix}.bias"))?])
+        };
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for l in 0..config.n_layer {
+            blocks.push(BlockWeights {
+                ln_1: pair(&format!("h.{l}.ln_1"))?,
+                c_attn: pair(&format!("h.{l}.attn.c_attn"))?,
+                attn_proj: pair(&format!("h.{l}.attn.c_proj"))?,
+                ln_2: pair(&format!("h.{l}.ln_2"))?,
+                c_fc: pair(&format!("h.{l}.mlp.c_fc"))?,
+                mlp_proj: pair(&format!("h.{l}.mlp.c_proj"))?,
+            });
+        }
+        let ln_f = pair("ln_f")?;
+        Ok(Gpt2Weights {
+            wte: take("wte.weight")?,
+            wpe: take("wpe.weight")?,
+            blocks,
+            ln_f,
+            lm_head: if config.tie_word_embeddings {
+                None
+            } else {
+                Some(take("lm_head.weight")?)
+            },
+        })
+    }
+}
+
+/// Converts every expected tensor of `st` to f32 after checking names and shapes.
+fn read_all(
+    st: &SafeTensors<'_>,
+    config: &Gpt2Config,
+    path: &Path,
+) -> Result<HashMap<String, TensorData>> {
+    let expected: HashMap<String, Vec<usize>> = expected_shapes(config).into_iter().collect();
+    let mut found = HashMap::with_capacity(expected.len());
+    for (stored, view) in st.tensors() {
+        let name = stored.strip_prefix("transformer.").unwrap_or(&stored);
+        // The causal-mask buffers old checkpoints carry, and a head that is tied anyway.
+        if name.ends_with(".attn.bias")
+            || name.ends_with(".attn.masked_bias")
+            || (config.tie_word_embeddings && name == "lm_head.weight")
+        {
+            continue;
+        }
+        let Some(shape) = expected.get(name) else {
+            return Err(Error::format(
+                path,
+                format!("unexpected tensor {stored} (not part of a GPT-2 with this config)"),
+            ));
+        };
+        if view.shape() != shape.as_slice() {
+            return Err(Error::Shape(format!(
+                "{}: tensor {stored} has shape {:?} but config.json implies {:?}",
+                path.display(),
+                view.shape(),
+                shape
+            )));
+        }
+        let values = to_f32(view.dtype(), view.data()).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("tensor {stored} has dtype {:?} (expected F32, F16 or BF16)", view.dtype()),
+            )
+        })?;
+        if found
+            .insert(name.to_string(), TensorData::new(values, shape.clone()))
+            .is_some()
+        {
+            return Err(Error::format(path, format!("tensor {name} appears twice")));
+        }
+    }
+    if let Some((name, _)) = expected_shapes(config)
+        .into_iter()
+        .find(|(name, _)| !found.contains_key(name))
+    {
+        return Err(Error::format(path, format!("missing tensor {name}")));
+    }
+    Ok(found)
+}
+
+/// Little-endian f32, f16 or bf16 bytes to f32; `None` for other dtypes.
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}

@@ -1,0 +1,13 @@
+//! `decode`: text generation with transformer language models on burn.
+//!
+//! This crate gathers the workspace under one name:
+//! - [`core`] (`decode-core`): the [`LanguageModel`](core::LanguageModel) trait, the KV cache,
+//!   errors and the generation loop;
+//! - [`models`] (`decode-models`): GPT-2 on burn, checkpoint loading, the tokenizer, backends;
+//! - [`samplers`] (`decode-samplers`): from logits to tokens.
+
+pub use decode_core as core;
+pub use decode_models as models;
+pub use decode_samplers as samplers;
+
+pub use decode_core::{Error, Result};
