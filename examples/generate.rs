@@ -30,7 +30,12 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     tokenizer: Option<PathBuf>,
     /// Prompt text.
-    #[arg(long, value_name = "TEXT", conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
     prompt: Option<String>,
     /// Prompt as comma-separated token ids, for example 15496,995.
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
@@ -93,7 +98,13 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let rendered = e.to_string();
-            eprintln!("{}", rendered.lines().next().unwrap_or("error: invalid arguments"));
+            eprintln!(
+                "{}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid arguments")
+            );
             return ExitCode::from(2);
         }
     };
@@ -108,7 +119,10 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     match args.backend {
-        BackendChoice::Cpu => generate(&Gpt2::<Cpu>::load(&args.model, &backend::cpu_device())?, args),
+        BackendChoice::Cpu => generate(
+            &Gpt2::<Cpu>::load(&args.model, &backend::cpu_device())?,
+            args,
+        ),
         #[cfg(feature = "cuda")]
         BackendChoice::Cuda => {
             let device = backend::cuda_device(0)?;
@@ -121,9 +135,8 @@ fn run(args: &Args) -> Result<()> {
 
 fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
     let path = args.tokenizer.as_deref().unwrap_or(&args.model);
-    let has_files = |dir: &Path| {
-        dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file()
-    };
+    let has_files =
+        |dir: &Path| dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file();
     match path {
         file if file.is_file() => Tokenizer::from_file(file).map(Some),
         dir if has_files(dir) => Tokenizer::from_dir(dir).map(Some),
@@ -131,7 +144,10 @@ fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
         _ if args.prompt.is_none() && args.tokenizer.is_none() => Ok(None),
         other => Err(Error::io(
             other.join("tokenizer.json"),
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer found (give --tokenizer)"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no tokenizer found (give --tokenizer)",
+            ),
         )),
     }
 }
@@ -141,7 +157,12 @@ fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
     let prompt = match (&args.prompt, &args.prompt_ids, &tokenizer) {
         (Some(text), _, Some(tokenizer)) => tokenizer.encode(text)?,
         (_, Some(ids), _) => ids.clone(),
-        _ => return Err(Error::invalid("prompt", "give --prompt TEXT or --prompt-ids IDS")),
+        _ => {
+            return Err(Error::invalid(
+                "prompt",
+                "give --prompt TEXT or --prompt-ids IDS",
+            ));
+        }
     };
     let Strategy::Greedy = args.strategy;
     let mut stream = tokenizer.as_ref().map(Tokenizer::stream);
@@ -152,18 +173,19 @@ fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
         write_text(&mut stdout, &tokenizer.decode(&prompt)?)?;
     }
     let mut stream_error = None;
-    let output = decode::core::greedy(model, &prompt, args.max_new_tokens, args.ignore_eos, |id| {
-        if args.json {
-            return;
-        }
-        let piece = match stream.as_mut() {
-            Some(stream) => stream.push(id),
-            None => Ok(format!(" {id}")),
-        };
-        if let Err(e) = piece.and_then(|p| write_text(&mut stdout, &p)) {
-            stream_error.get_or_insert(e);
-        }
-    })?;
+    let output =
+        decode::core::greedy(model, &prompt, args.max_new_tokens, args.ignore_eos, |id| {
+            if args.json {
+                return;
+            }
+            let piece = match stream.as_mut() {
+                Some(stream) => stream.push(id),
+                None => Ok(format!(" {id}")),
+            };
+            if let Err(e) = piece.and_then(|p| write_text(&mut stdout, &p)) {
+                stream_error.get_or_insert(e);
+            }
+        })?;
     if let Some(e) = stream_error {
         return Err(e);
     }

@@ -63,7 +63,9 @@ impl Batch {
         for row in rows {
             let pad = steps - row.len();
             tokens.extend(std::iter::repeat_n(pad_id, pad).chain(row.iter().copied()));
-            real.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, row.len())));
+            real.extend(
+                std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, row.len())),
+            );
         }
         let real = real.contains(&false).then_some(real);
         Batch {
@@ -109,7 +111,8 @@ impl Batch {
     /// Checks every real id against a vocabulary of `vocab_size`.
     pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
         for (i, &id) in self.tokens.iter().enumerate() {
-            if id as usize >= vocab_size && self.is_real(i / self.steps.max(1), i % self.steps.max(1))
+            if id as usize >= vocab_size
+                && self.is_real(i / self.steps.max(1), i % self.steps.max(1))
             {
                 return Err(Error::TokenOutOfRange { id, vocab_size });
             }

@@ -169,10 +169,7 @@ impl<B: Backend> KvCache<B> {
                 m.extend((0..len).map(|j| j > me || (j != me && !real[j])));
             }
         }
-        Tensor::from_data(
-            TensorData::new(m, [self.rows, 1, steps, len]),
-            &self.device,
-        )
+        Tensor::from_data(TensorData::new(m, [self.rows, 1, steps, len]), &self.device)
     }
 
     fn grow(&mut self, capacity: usize) {
@@ -228,7 +225,8 @@ impl<B: Backend> Cache for KvCache<B> {
             ));
         }
         let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &self.device);
+        let index =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &self.device);
         for (k, v) in self.layers.iter_mut().flatten() {
             *k = k.clone().select(0, index.clone());
             *v = v.clone().select(0, index.clone());
@@ -240,9 +238,10 @@ impl<B: Backend> Cache for KvCache<B> {
     }
 
     fn hide(&mut self, row: usize, from: usize) -> Result<()> {
-        let real = self.real.get_mut(row).ok_or_else(|| {
-            Error::invalid("cache row", format!("row {row} does not exist"))
-        })?;
+        let real = self
+            .real
+            .get_mut(row)
+            .ok_or_else(|| Error::invalid("cache row", format!("row {row} does not exist")))?;
         for r in real.iter_mut().skip(from) {
             *r = false;
         }

@@ -32,7 +32,9 @@ pub enum Error {
     #[error("shape mismatch: {0}")]
     Shape(String),
     /// The sequence would grow past the model's context length.
-    #[error("context overflow: {needed} positions needed but the model's context length is {limit}")]
+    #[error(
+        "context overflow: {needed} positions needed but the model's context length is {limit}"
+    )]
     ContextOverflow {
         /// Positions the request needs (prompt plus new tokens).
         needed: usize,

@@ -102,7 +102,10 @@ pub fn check_prompt<M: LanguageModel>(
     max_new_tokens: usize,
 ) -> Result<()> {
     if prompt.is_empty() {
-        return Err(Error::invalid("prompt", "is empty (give at least one token)"));
+        return Err(Error::invalid(
+            "prompt",
+            "is empty (give at least one token)",
+        ));
     }
     Batch::single(prompt).check_vocab(model.vocab_size())?;
     let needed = prompt.len() + max_new_tokens;

@@ -36,8 +36,11 @@ pub fn cuda_device(index: usize) -> Result<burn::backend::cuda::CudaDevice> {
             "--backend cuda: no NVIDIA driver (libcuda) found on this machine".into(),
         ));
     }
-    result::init()
-        .map_err(|e| Error::Unsupported(format!("--backend cuda: the CUDA driver failed to start: {e}")))?;
+    result::init().map_err(|e| {
+        Error::Unsupported(format!(
+            "--backend cuda: the CUDA driver failed to start: {e}"
+        ))
+    })?;
     let count = result::device::get_count()
         .map_err(|e| Error::Unsupported(format!("--backend cuda: cannot count GPUs: {e}")))?;
     if index >= count as usize {

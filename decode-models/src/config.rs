@@ -143,8 +143,8 @@ impl Gpt2Config {
 
     /// Parses and validates the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|e| Error::Config(format!("not valid JSON: {e}")))?;
+        let raw: RawConfig = serde_json::from_str(text)
+            .map_err(|e| Error::Config(format!("not valid JSON: {e}")))?;
         if let Some(kind) = raw.model_type.as_deref()
             && kind != "gpt2"
         {
@@ -189,7 +189,7 @@ impl Gpt2Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be positive")));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::Config(format!(
                 "n_embd ({}) is not divisible by n_head ({})",
                 self.n_embd, self.n_head
@@ -246,7 +246,10 @@ mod tests {
 
     #[test]
     fn defaults_are_gpt2_small() {
-        assert_eq!(Gpt2Config::from_json("{}").unwrap(), Gpt2Config::gpt2_small());
+        assert_eq!(
+            Gpt2Config::from_json("{}").unwrap(),
+            Gpt2Config::gpt2_small()
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use decode_core::{Error, Result};
+use tokenizers::AddedToken;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::AddedToken;
 
 /// A byte-level BPE tokenizer (GPT-2's, or one trained the same way).
 #[derive(Clone)]
@@ -53,7 +53,12 @@ impl Tokenizer {
         }
         let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
             .build()
-            .map_err(|e| Error::format(vocab, format!("cannot build BPE from vocab and merges: {e}")))?;
+            .map_err(|e| {
+                Error::format(
+                    vocab,
+                    format!("cannot build BPE from vocab and merges: {e}"),
+                )
+            })?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
         inner.with_decoder(Some(ByteLevel::default()));
@@ -159,8 +164,7 @@ pub struct StreamDecoder<'a> {
 impl StreamDecoder<'_> {
     /// Adds one id; returns the text it completes (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
-        self.pending
-            .extend_from_slice(self.tokenizer.bytes_of(id)?);
+        self.pending.extend_from_slice(self.tokenizer.bytes_of(id)?);
         let mut out = String::new();
         loop {
             match std::str::from_utf8(&self.pending) {

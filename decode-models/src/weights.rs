@@ -101,7 +101,10 @@ impl Gpt2Weights {
         // the weights load (they are copied out before this function returns).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let st = SafeTensors::deserialize(&map).map_err(|e| {
-            Error::format(path, format!("not a valid safetensors file (truncated or corrupt): {e}"))
+            Error::format(
+                path,
+                format!("not a valid safetensors file (truncated or corrupt): {e}"),
+            )
         })?;
         let mut tensors = read_all(&st, config, path)?;
         let mut take = |name: &str| {
@@ -110,7 +113,10 @@ impl Gpt2Weights {
                 .ok_or_else(|| Error::format(path, format!("missing tensor {name}")))
         };
         let mut pair = |prefix: &str| -> Result<[TensorData; 2]> {
-            Ok([take(&format!("{prefix}.weight"))?, take(&format!("{prefix}.bias"))?])
+            Ok([
+                take(&format!("{prefix}.weight"))?,
+                take(&format!("{prefix}.bias"))?,
+            ])
         };
         let mut blocks = Vec::with_capacity(config.n_layer);
         for l in 0..config.n_layer {
@@ -172,7 +178,10 @@ fn read_all(
         let values = to_f32(view.dtype(), view.data()).ok_or_else(|| {
             Error::format(
                 path,
-                format!("tensor {stored} has dtype {:?} (expected F32, F16 or BF16)", view.dtype()),
+                format!(
+                    "tensor {stored} has dtype {:?} (expected F32, F16 or BF16)",
+                    view.dtype()
+                ),
             )
         })?;
         if found

@@ -49,13 +49,21 @@ fn refused(dir: &Path, needle: &str, matches: fn(&Error) -> bool) {
     let err = load(dir).expect_err("load must fail");
     let message = err.to_string();
     assert!(matches(&err), "unexpected variant: {err:?}");
-    assert!(message.contains(needle), "message {message:?} lacks {needle:?}");
-    assert!(!message.contains('\n'), "message is not one line: {message:?}");
+    assert!(
+        message.contains(needle),
+        "message {message:?} lacks {needle:?}"
+    );
+    assert!(
+        !message.contains('\n'),
+        "message is not one line: {message:?}"
+    );
 }
 
 #[test]
 fn missing_folder() {
-    refused(Path::new("/no/such/model"), "/no/such/model", |e| matches!(e, Error::Io { .. }));
+    refused(Path::new("/no/such/model"), "/no/such/model", |e| {
+        matches!(e, Error::Io { .. })
+    });
 }
 
 #[test]
@@ -81,7 +89,9 @@ fn corrupt_weights() {
     let mut bytes = std::fs::read(s.path("model.safetensors")).unwrap();
     bytes[10..40].fill(b'#'); // inside the JSON header
     std::fs::write(s.path("model.safetensors"), &bytes).unwrap();
-    refused(&s.0, "model.safetensors", |e| matches!(e, Error::Format { .. }));
+    refused(&s.0, "model.safetensors", |e| {
+        matches!(e, Error::Format { .. })
+    });
 }
 
 #[test]
@@ -106,16 +116,24 @@ fn config_that_contradicts_itself() {
 fn config_that_contradicts_the_tensors() {
     let s = Scratch::new("tensors");
     s.edit_config(|c| c["n_inner"] = 64.into());
-    refused(&s.0, "config.json implies [64]", |e| matches!(e, Error::Shape(_)));
+    refused(&s.0, "config.json implies [64]", |e| {
+        matches!(e, Error::Shape(_))
+    });
     let s = Scratch::new("layers");
     s.edit_config(|c| c["n_layer"] = 4.into());
-    refused(&s.0, "missing tensor h.3.", |e| matches!(e, Error::Format { .. }));
+    refused(&s.0, "missing tensor h.3.", |e| {
+        matches!(e, Error::Format { .. })
+    });
     let s = Scratch::new("fewer");
     s.edit_config(|c| c["n_layer"] = 2.into());
-    refused(&s.0, "unexpected tensor transformer.h.2.", |e| matches!(e, Error::Format { .. }));
+    refused(&s.0, "unexpected tensor transformer.h.2.", |e| {
+        matches!(e, Error::Format { .. })
+    });
     let s = Scratch::new("untied");
     s.edit_config(|c| c["tie_word_embeddings"] = false.into());
-    refused(&s.0, "missing tensor lm_head.weight", |e| matches!(e, Error::Format { .. }));
+    refused(&s.0, "missing tensor lm_head.weight", |e| {
+        matches!(e, Error::Format { .. })
+    });
 }
 
 #[test]
@@ -142,7 +160,13 @@ fn token_outside_the_vocabulary() {
     let model = load(&fixture()).unwrap();
     let vocab = model.vocab_size() as u32;
     let err = decode_core::greedy(&model, &[1, vocab], 3, false, |_| {}).unwrap_err();
-    assert!(matches!(err, Error::TokenOutOfRange { id, .. } if id == vocab), "{err}");
+    assert!(
+        matches!(err, Error::TokenOutOfRange { id, .. } if id == vocab),
+        "{err}"
+    );
     let err = decode_core::greedy(&model, &[], 3, false, |_| {}).unwrap_err();
-    assert!(matches!(err, Error::InvalidParameter { name: "prompt", .. }), "{err}");
+    assert!(
+        matches!(err, Error::InvalidParameter { name: "prompt", .. }),
+        "{err}"
+    );
 }

@@ -53,7 +53,10 @@ fn load(name: &str) -> (Gpt2<Cpu>, Reference) {
     let dir = fixture(name);
     let model = Gpt2::<Cpu>::load(&dir, &cpu_device()).expect("fixture model loads");
     let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference exists");
-    (model, serde_json::from_str(&text).expect("reference parses"))
+    (
+        model,
+        serde_json::from_str(&text).expect("reference parses"),
+    )
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
@@ -63,7 +66,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
         .zip(want)
         .map(|(g, w)| (g - w).abs())
         .fold(0f32, f32::max);
-    assert!(worst <= TOLERANCE, "{what}: max |Δ| = {worst:e} > {TOLERANCE:e}");
+    assert!(
+        worst <= TOLERANCE,
+        "{what}: max |Δ| = {worst:e} > {TOLERANCE:e}"
+    );
 }
 
 #[test]
@@ -74,7 +80,11 @@ fn whole_prompt_logits_match_transformers() {
             let mut cache = model.new_cache(1);
             let logits = model.forward(&Batch::single(prompt), &mut cache).unwrap();
             for (t, want) in reference.full_logits[p].iter().enumerate() {
-                assert_close(&format!("{name} prompt {p} position {t}"), logits.get(0, t), want);
+                assert_close(
+                    &format!("{name} prompt {p} position {t}"),
+                    logits.get(0, t),
+                    want,
+                );
             }
         }
     }
@@ -107,9 +117,14 @@ fn cached_step_by_step_logits_match_transformers_and_full_recompute() {
             }
             // The rest of the prompt in one pass from the cache (a speculative verify).
             cache.truncate(k).unwrap();
-            let rest = model.forward(&Batch::single(&prompt[k..]), &mut cache).unwrap();
+            let rest = model
+                .forward(&Batch::single(&prompt[k..]), &mut cache)
+                .unwrap();
             for t in 0..prompt.len() - k {
-                let what = format!("{name} prompt {} multi-token from cache {t}", case.prompt_index);
+                let what = format!(
+                    "{name} prompt {} multi-token from cache {t}",
+                    case.prompt_index
+                );
                 assert_close(&what, rest.get(0, t), &full[k + t]);
             }
         }
@@ -140,11 +155,15 @@ fn greedy_ids_and_logprobs_match_transformers() {
                 (None, Some(i)) => reference.prompts[i].clone(),
                 (None, None) => panic!("greedy case without prompt"),
             };
-            let out = decode_core::greedy(&model, &prompt, case.max_new_tokens, false, |_| {})
-                .unwrap();
+            let out =
+                decode_core::greedy(&model, &prompt, case.max_new_tokens, false, |_| {}).unwrap();
             let seq = &out.sequences[0];
             assert_eq!(seq.ids, case.new_ids, "{name} greedy ids for {prompt:?}");
-            assert_close(&format!("{name} greedy logprobs"), &seq.logprobs, &case.logprobs);
+            assert_close(
+                &format!("{name} greedy logprobs"),
+                &seq.logprobs,
+                &case.logprobs,
+            );
             assert_eq!(out.stats.new_tokens, case.new_ids.len());
         }
     }

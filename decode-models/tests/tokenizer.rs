@@ -17,14 +17,18 @@ fn assets() -> PathBuf {
 }
 
 fn cases() -> Vec<Case> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_cases.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_cases.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn tokenizers() -> [(&'static str, Tokenizer); 2] {
     let dir = assets();
     [
-        ("tokenizer.json", Tokenizer::from_file(dir.join("tokenizer.json")).unwrap()),
+        (
+            "tokenizer.json",
+            Tokenizer::from_file(dir.join("tokenizer.json")).unwrap(),
+        ),
         (
             "vocab.json + merges.txt",
             Tokenizer::from_vocab_merges(dir.join("vocab.json"), dir.join("merges.txt")).unwrap(),
@@ -39,7 +43,12 @@ fn ids_match_transformers_and_tiktoken() {
     for (source, tokenizer) in tokenizers() {
         assert_eq!(tokenizer.vocab_size(), 50257, "{source}");
         for case in &cases {
-            assert_eq!(tokenizer.encode(&case.text).unwrap(), case.ids, "{source}: {:?}", case.text);
+            assert_eq!(
+                tokenizer.encode(&case.text).unwrap(),
+                case.ids,
+                "{source}: {:?}",
+                case.text
+            );
         }
     }
 }
@@ -61,7 +70,11 @@ fn streaming_emits_whole_characters_only() {
         let mut text = String::new();
         for &id in &case.ids {
             let piece = stream.push(id).unwrap();
-            assert!(!piece.contains('\u{FFFD}'), "split character in {:?}", case.text);
+            assert!(
+                !piece.contains('\u{FFFD}'),
+                "split character in {:?}",
+                case.text
+            );
             text.push_str(&piece);
         }
         text.push_str(&stream.finish());
@@ -73,14 +86,20 @@ fn streaming_emits_whole_characters_only() {
     let mut stream = tokenizer.stream();
     let pieces: Vec<String> = ids.iter().map(|&id| stream.push(id).unwrap()).collect();
     assert_eq!(pieces.concat(), "👨‍👩‍👧");
-    assert!(pieces.iter().any(String::is_empty), "some ids end mid-character");
+    assert!(
+        pieces.iter().any(String::is_empty),
+        "some ids end mid-character"
+    );
 }
 
 #[test]
 fn out_of_vocabulary_ids_are_errors() {
     let [(_, tokenizer), _] = tokenizers();
     let err = tokenizer.decode(&[50257]).unwrap_err();
-    assert!(matches!(err, decode_core::Error::TokenOutOfRange { id: 50257, .. }), "{err}");
+    assert!(
+        matches!(err, decode_core::Error::TokenOutOfRange { id: 50257, .. }),
+        "{err}"
+    );
     assert!(tokenizer.stream().push(u32::MAX).is_err());
 }
 

@@ -7,27 +7,69 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use decode_core::cache::Step;
 use decode_core::{KvCache, Result};
+use rayon::prelude::*;
 
 use crate::Activation;
 
-/// `x · weight + bias` with GPT-2's `[in, out]` weight.
+/// `x · weight + bias` with GPT-2's `[in, out]` weight, stored as column blocks.
+///
+/// A batch-1 decode step is memory-bound, and burn's CPU backends run such a small matmul on one
+/// core. Splitting the weight into one block of output columns per thread and running the blocks in
+/// parallel streams the weights with every core (2× here on 2 cores). On a GPU there is one block.
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
-    weight: Tensor<B, 2>,
-    bias: Tensor<B, 1>,
+    blocks: Vec<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
 }
 
 impl<B: Backend> Linear<B> {
-    /// From host weight and bias.
-    pub fn new([weight, bias]: [TensorData; 2], device: &B::Device) -> Self {
-        Linear {
-            weight: Tensor::from_data(weight, device),
-            bias: Tensor::from_data(bias, device),
+    /// From a host weight `[in, out]` and optional bias `[out]`, in `chunks` column blocks.
+    pub fn new(
+        weight: TensorData,
+        bias: Option<TensorData>,
+        chunks: usize,
+        device: &B::Device,
+    ) -> Self {
+        let weight = Tensor::<B, 2>::from_data(weight, device);
+        let bias = bias.map(|b| Tensor::<B, 1>::from_data(b, device));
+        let [inputs, outputs] = weight.dims();
+        let chunks = chunks.clamp(1, outputs.max(1));
+        if chunks == 1 {
+            return Linear {
+                blocks: vec![(weight, bias)],
+            };
         }
+        let width = outputs.div_ceil(chunks);
+        let blocks = (0..outputs)
+            .step_by(width)
+            .map(|start| {
+                let end = (start + width).min(outputs);
+                // A fresh contiguous copy, so each block streams its own memory.
+                let w = Tensor::from_data(
+                    weight.clone().slice([0..inputs, start..end]).into_data(),
+                    device,
+                );
+                let b = bias
+                    .clone()
+                    .map(|b| Tensor::from_data(b.slice(start..end).into_data(), device));
+                (w, b)
+            })
+            .collect();
+        Linear { blocks }
     }
 
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        linear(x, self.weight.clone(), Some(self.bias.clone()))
+    /// From `[weight, bias]`.
+    pub fn with_bias([weight, bias]: [TensorData; 2], chunks: usize, device: &B::Device) -> Self {
+        Self::new(weight, Some(bias), chunks, device)
+    }
+
+    /// `x` is `[rows, steps, in]`; returns `[rows, steps, out]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let run =
+            |(w, b): &(Tensor<B, 2>, Option<Tensor<B, 1>>)| linear(x.clone(), w.clone(), b.clone());
+        match self.blocks.as_slice() {
+            [one] => run(one),
+            blocks => Tensor::cat(blocks.par_iter().map(run).collect(), 2),
+        }
     }
 }
 
@@ -91,15 +133,16 @@ impl<B: Backend> Block<B> {
         w: crate::weights::BlockWeights,
         epsilon: f64,
         activation: Activation,
+        chunks: usize,
         device: &B::Device,
     ) -> Self {
         Block {
             ln_1: LayerNorm::new(w.ln_1, epsilon, device),
-            c_attn: Linear::new(w.c_attn, device),
-            attn_proj: Linear::new(w.attn_proj, device),
+            c_attn: Linear::with_bias(w.c_attn, chunks, device),
+            attn_proj: Linear::with_bias(w.attn_proj, chunks, device),
             ln_2: LayerNorm::new(w.ln_2, epsilon, device),
-            c_fc: Linear::new(w.c_fc, device),
-            mlp_proj: Linear::new(w.mlp_proj, device),
+            c_fc: Linear::with_bias(w.c_fc, chunks, device),
+            mlp_proj: Linear::with_bias(w.mlp_proj, chunks, device),
             activation,
         }
     }

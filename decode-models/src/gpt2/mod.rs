@@ -5,7 +5,7 @@ mod block;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{embedding, linear};
+use burn::tensor::module::embedding;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use decode_core::{Batch, Cache, Error, KvCache, LanguageModel, Logits, Result};
 
@@ -25,9 +25,8 @@ pub struct Gpt2<B: Backend> {
     wpe: Tensor<B, 2>,
     blocks: Vec<Block<B>>,
     ln_f: LayerNorm<B>,
-    /// `[n_embd, vocab_size]`: a contiguous transposed copy, since a matmul against a transposed
-    /// view is far slower on CPU backends.
-    lm_head: Tensor<B, 2>,
+    /// `[n_embd, vocab_size]`: a transposed copy of the head, in column blocks like every linear.
+    lm_head: Linear<B>,
     device: B::Device,
 }
 
@@ -48,21 +47,20 @@ impl<B: Backend> Gpt2<B> {
 
     /// Builds the model from host weights already checked against `config`.
     pub fn from_weights(config: Gpt2Config, w: Gpt2Weights, device: &B::Device) -> Self {
+        let chunks = column_chunks::<B>(device);
+        let head = w.lm_head.unwrap_or_else(|| w.wte.clone());
+        let lm_head = Linear::new(transpose(head), None, chunks, device);
         let wte = Tensor::<B, 2>::from_data(w.wte, device);
-        let lm_head = match w.lm_head {
-            Some(head) => Tensor::<B, 2>::from_data(head, device),
-            None => wte.clone(),
-        };
         let eps = config.layer_norm_epsilon;
         Gpt2 {
             wpe: Tensor::from_data(w.wpe, device),
             blocks: w
                 .blocks
                 .into_iter()
-                .map(|b| Block::new(b, eps, config.activation, device))
+                .map(|b| Block::new(b, eps, config.activation, chunks, device))
                 .collect(),
             ln_f: LayerNorm::new(w.ln_f, eps, device),
-            lm_head: transpose_contiguous(lm_head),
+            lm_head,
             wte,
             config,
             device: device.clone(),
@@ -130,7 +128,9 @@ impl<B: Backend> Gpt2<B> {
         }
         batch.check_vocab(self.config.vocab_size)?;
         for (row, &seen) in cache.positions().iter().enumerate() {
-            let new = (0..batch.steps()).filter(|&s| batch.is_real(row, s)).count();
+            let new = (0..batch.steps())
+                .filter(|&s| batch.is_real(row, s))
+                .count();
             if seen + new > self.config.n_positions {
                 return Err(Error::ContextOverflow {
                     needed: seen + new,
@@ -199,7 +199,7 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
         for (layer, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, layer, shape, cache, &step)?;
         }
-        let logits = linear(self.ln_f.forward(x), self.lm_head.clone(), None);
+        let logits = self.lm_head.forward(self.ln_f.forward(x));
         let data = logits
             .into_data()
             .into_vec::<f32>()
@@ -208,9 +208,23 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
     }
 }
 
-/// `[a, b]` → a new contiguous `[b, a]` tensor.
-fn transpose_contiguous<B: Backend>(t: Tensor<B, 2>) -> Tensor<B, 2> {
-    let device = t.device();
-    let data = t.transpose().into_data();
-    Tensor::from_data(data, &device)
+/// `[a, b]` → `[b, a]`, on the host.
+fn transpose(t: TensorData) -> TensorData {
+    let [a, b] = [t.shape[0], t.shape[1]];
+    let values = t.to_vec::<f32>().unwrap_or_default();
+    let mut out = vec![0f32; values.len()];
+    for (i, row) in values.chunks_exact(b).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * a + i] = v;
+        }
+    }
+    TensorData::new(out, [b, a])
+}
+
+/// Column blocks per linear layer: one per thread on CPU backends (see [`Linear`]), one elsewhere.
+fn column_chunks<B: Backend>(device: &B::Device) -> usize {
+    match B::name(device).as_str() {
+        "flex" | "ndarray" => rayon::current_num_threads(),
+        _ => 1,
+    }
 }
