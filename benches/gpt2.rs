@@ -1,6 +1,7 @@
 //! GPT-2 small (124 M parameters, random weights made here: no files) on the CPU, batch 1.
 //!
-//! - `gpt2_small/prefill_32/<backend>`: one forward over a 32-token prompt.
+//! - `gpt2_small/prefill_32/<backend>`: one forward over a 32-token prompt (LM head on the last
+//!   position only, as generation needs).
 //! - `gpt2_small/decode_step/<backend>`: one cached decode step, averaged over positions 32..96.
 //!
 //! criterion reports both as elements (tokens) per second.
@@ -24,7 +25,9 @@ fn bench_backend<B: Backend>(c: &mut Criterion, name: &str, device: B::Device) {
     group.bench_function(format!("prefill_{PROMPT}/{name}"), |b| {
         b.iter(|| {
             let mut cache = model.new_cache(1);
-            model.forward(&Batch::single(&prompt), &mut cache).unwrap()
+            model
+                .forward_last(&Batch::single(&prompt), &mut cache)
+                .unwrap()
         })
     });
 

@@ -63,7 +63,7 @@ pub fn greedy<M: LanguageModel>(
     if max_new_tokens > 0 {
         let mut cache = model.new_cache(1);
         let started = Instant::now();
-        let mut logits = model.forward(&Batch::single(prompt), &mut cache)?;
+        let mut logits = model.forward_last(&Batch::single(prompt), &mut cache)?;
         stats.prefill_seconds = started.elapsed().as_secs_f64();
         stats.target_forward_calls = 1;
         let decode_started = Instant::now();

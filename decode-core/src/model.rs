@@ -29,4 +29,13 @@ pub trait LanguageModel {
     /// Errors (and leaves the cache as it was) when a real id is outside the vocabulary, when a row
     /// would pass [`LanguageModel::context_length`], or when the batch and cache disagree on rows.
     fn forward(&self, batch: &Batch, cache: &mut Self::Cache) -> Result<Logits>;
+
+    /// Like [`LanguageModel::forward`], but returns only each row's last position
+    /// (`rows × 1 × vocab_size`): all a prompt's prefill needs. Models override it to skip the LM
+    /// head on the other positions.
+    fn forward_last(&self, batch: &Batch, cache: &mut Self::Cache) -> Result<Logits> {
+        let all = self.forward(batch, cache)?;
+        let data = (0..all.rows()).flat_map(|r| all.last(r).to_vec()).collect();
+        Logits::new(all.rows(), 1, all.vocab(), data)
+    }
 }

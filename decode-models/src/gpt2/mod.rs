@@ -174,6 +174,17 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
     }
 
     fn forward(&self, batch: &Batch, cache: &mut KvCache<B>) -> Result<Logits> {
+        self.run(batch, cache, false)
+    }
+
+    fn forward_last(&self, batch: &Batch, cache: &mut KvCache<B>) -> Result<Logits> {
+        self.run(batch, cache, true)
+    }
+}
+
+impl<B: Backend> Gpt2<B> {
+    /// The forward pass; with `last_only`, the LM head runs on each row's last position only.
+    fn run(&self, batch: &Batch, cache: &mut KvCache<B>, last_only: bool) -> Result<Logits> {
         self.check(batch, cache)?;
         let (rows, steps) = (batch.rows(), batch.steps());
         let step = cache.begin(batch)?;
@@ -199,12 +210,17 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
         for (layer, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, layer, shape, cache, &step)?;
         }
+        let out_steps = if last_only { 1 } else { steps };
+        if last_only {
+            let embd = x.dims()[2];
+            x = x.slice([0..rows, steps - 1..steps, 0..embd]);
+        }
         let logits = self.lm_head.forward(self.ln_f.forward(x));
         let data = logits
             .into_data()
             .into_vec::<f32>()
             .map_err(|e| Error::Shape(format!("reading logits back: {e:?}")))?;
-        Logits::new(rows, steps, self.config.vocab_size, data)
+        Logits::new(rows, out_steps, self.config.vocab_size, data)
     }
 }
 
