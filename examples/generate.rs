@@ -13,9 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use decode::core::{GenerationOutput, GenerationStats, LanguageModel};
+use decode::core::{
+    EarlyStopping, Flow, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel,
+};
 use decode::models::backend::{self, Cpu};
 use decode::models::{Gpt2, Tokenizer};
+use decode::samplers::{SamplerChain, beam_search};
 use decode::{Error, Result};
 use serde::Serialize;
 
@@ -40,15 +43,66 @@ struct Args {
     /// Prompt as comma-separated token ids, for example 15496,995.
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     prompt_ids: Option<Vec<u32>>,
-    /// Tokens to generate (0: only encode the prompt).
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    max_new_tokens: usize,
+    /// Tokens to generate (0: only encode the prompt) [default: 32 unless --max-length is given].
+    #[arg(long, value_name = "N")]
+    max_new_tokens: Option<usize>,
+    /// Total length, prompt included (instead of --max-new-tokens).
+    #[arg(long, value_name = "N", conflicts_with = "max_new_tokens")]
+    max_length: Option<usize>,
+    /// End-of-sequence ids stay masked until this many tokens are generated.
+    #[arg(long, value_name = "N")]
+    min_new_tokens: Option<usize>,
     /// Decoding strategy.
     #[arg(long, value_enum, default_value_t = Strategy::Greedy)]
     strategy: Strategy,
     /// Keep generating after an end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
+    /// Stop a sequence once its text contains STR (repeatable).
+    #[arg(long = "stop", value_name = "STR")]
+    stop: Vec<String>,
+    /// Seed of the sampling generator (sequence i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sequences to return (beam search: the best ones, at most --num-beams).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    num_return_sequences: usize,
+    /// Sampling temperature, > 0 [default: 1, or the model's generation_config.json].
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f64>,
+    /// Keep the k most likely tokens, 0 disables [default: 50, as transformers].
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Nucleus sampling mass, in (0, 1] [default: 1 = off].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    top_p: Option<f64>,
+    /// Remove tokens below P × the top probability, in [0, 1] [default: off].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    min_p: Option<f64>,
+    /// Locally typical sampling mass, in (0, 1] [default: 1 = off].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    typical_p: Option<f64>,
+    /// transformers' repetition penalty, > 0 [default: 1 = off].
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    repetition_penalty: Option<f64>,
+    /// OpenAI frequency penalty over generated tokens, in [-2, 2] [default: 0].
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    frequency_penalty: Option<f64>,
+    /// OpenAI presence penalty over generated tokens, in [-2, 2] [default: 0].
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    presence_penalty: Option<f64>,
+    /// Never repeat an n-gram of this size [default: 0 = off].
+    #[arg(long, value_name = "N")]
+    no_repeat_ngram_size: Option<usize>,
+    /// Beams for --strategy beam [default: 4].
+    #[arg(long, value_name = "N")]
+    num_beams: Option<usize>,
+    /// Beam scores are divided by length^L [default: 1].
+    #[arg(long, value_name = "L", allow_negative_numbers = true)]
+    length_penalty: Option<f64>,
+    /// When beam search stops: true, false or never [default: false].
+    #[arg(long, value_name = "WHEN")]
+    early_stopping: Option<String>,
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     backend: BackendChoice,
@@ -57,10 +111,14 @@ struct Args {
     json: bool,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Strategy {
     /// The most likely token at every step.
     Greedy,
+    /// Draw from the processed distribution (temperature, top-k, top-p, …).
+    Sample,
+    /// Beam search (--num-beams, --length-penalty, --early-stopping).
+    Beam,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -86,6 +144,9 @@ struct JsonSequence<'a> {
     text: String,
     /// log-softmax of the model's raw logits at each chosen id.
     logprobs: &'a [f32],
+    /// Beam search only: the hypothesis score (sum of log-probabilities / length^length_penalty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f32>,
 }
 
 fn main() -> ExitCode {
@@ -152,7 +213,59 @@ fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
     }
 }
 
+/// The generation settings: the model's generation_config.json, then the flags given.
+fn generation_config(args: &Args) -> Result<GenerationConfig> {
+    let mut c = GenerationConfig::for_model_dir(&args.model)?;
+    c.max_new_tokens = match (args.max_new_tokens, args.max_length) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => None,
+        (None, None) => Some(32),
+    };
+    let set = |field: &mut f64, flag: Option<f64>| {
+        if let Some(v) = flag {
+            *field = v;
+        }
+    };
+    set(&mut c.temperature, args.temperature);
+    set(&mut c.top_p, args.top_p);
+    set(&mut c.typical_p, args.typical_p);
+    set(&mut c.repetition_penalty, args.repetition_penalty);
+    set(&mut c.frequency_penalty, args.frequency_penalty);
+    set(&mut c.presence_penalty, args.presence_penalty);
+    set(&mut c.length_penalty, args.length_penalty);
+    c.max_length = args.max_length.unwrap_or(c.max_length);
+    c.min_new_tokens = args.min_new_tokens.unwrap_or(c.min_new_tokens);
+    c.min_p = args.min_p.or(c.min_p);
+    c.top_k = args.top_k.unwrap_or(c.top_k);
+    c.no_repeat_ngram_size = args.no_repeat_ngram_size.unwrap_or(c.no_repeat_ngram_size);
+    c.ignore_eos |= args.ignore_eos;
+    c.stop_strings.extend(args.stop.iter().cloned());
+    c.seed = args.seed;
+    c.num_return_sequences = args.num_return_sequences;
+    c.do_sample = args.strategy == Strategy::Sample;
+    c.num_beams = match args.strategy {
+        Strategy::Beam => args.num_beams.unwrap_or(4),
+        _ => 1,
+    };
+    if let Some(when) = &args.early_stopping {
+        c.early_stopping = match when.as_str() {
+            "true" => EarlyStopping::Flag(true),
+            "false" => EarlyStopping::Flag(false),
+            "never" => EarlyStopping::Never,
+            other => {
+                return Err(Error::invalid(
+                    "early-stopping",
+                    format!("must be true, false or never, not {other:?}"),
+                ));
+            }
+        };
+    }
+    c.validate()?;
+    Ok(c)
+}
+
 fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
+    let config = generation_config(args)?;
     let tokenizer = load_tokenizer(args)?;
     let prompt = match (&args.prompt, &args.prompt_ids, &tokenizer) {
         (Some(text), _, Some(tokenizer)) => tokenizer.encode(text)?,
@@ -164,48 +277,102 @@ fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
             ));
         }
     };
-    let Strategy::Greedy = args.strategy;
-    let mut stream = tokenizer.as_ref().map(Tokenizer::stream);
+    let eos = config
+        .eos_token_ids
+        .clone()
+        .unwrap_or_else(|| model.eos_token_ids().to_vec());
+    let sequences = config.num_return_sequences;
+    // Text streams to stdout only when there is one sequence to show.
+    let streaming = !args.json && sequences == 1 && config.num_beams == 1;
     let mut stdout = std::io::stdout().lock();
-    if !args.json
-        && let Some(tokenizer) = &tokenizer
-    {
+    if streaming && let Some(tokenizer) = &tokenizer {
         write_text(&mut stdout, &tokenizer.decode(&prompt)?)?;
     }
-    let mut stream_error = None;
-    let output =
-        decode::core::greedy(model, &prompt, args.max_new_tokens, args.ignore_eos, |id| {
-            if args.json {
-                return;
-            }
-            let piece = match stream.as_mut() {
-                Some(stream) => stream.push(id),
-                None => Ok(format!(" {id}")),
-            };
-            if let Err(e) = piece.and_then(|p| write_text(&mut stdout, &p)) {
-                stream_error.get_or_insert(e);
-            }
-        })?;
-    if let Some(e) = stream_error {
-        return Err(e);
-    }
-    if args.json {
-        print_json(&output, tokenizer.as_ref())
+    let output = if config.num_beams > 1 {
+        let chain = SamplerChain::from_config(&config, &eos, 0)?;
+        beam_search(model, &prompt, &config, &chain)?
     } else {
-        if let Some(stream) = stream.as_mut() {
+        let chains = (0..sequences)
+            .map(|i| SamplerChain::from_config(&config, &eos, i))
+            .collect::<Result<Vec<_>>>()?;
+        let mut streams: Vec<_> = (0..sequences)
+            .map(|_| tokenizer.as_ref().map(|t| (t.stream(), String::new())))
+            .collect();
+        let mut stream_error = None;
+        let outputs = decode::core::generate(
+            model,
+            std::slice::from_ref(&prompt),
+            &config,
+            |i| chains[i].clone(),
+            |event| {
+                let Some((stream, text)) = streams[event.sequence].as_mut() else {
+                    if streaming
+                        && let Err(e) = write_text(&mut stdout, &format!(" {}", event.token))
+                    {
+                        stream_error.get_or_insert(e);
+                    }
+                    return Flow::Continue;
+                };
+                let piece = match stream.push(event.token) {
+                    Ok(piece) => piece,
+                    Err(e) => {
+                        stream_error.get_or_insert(e);
+                        return Flow::Stop;
+                    }
+                };
+                text.push_str(&piece);
+                if streaming && let Err(e) = write_text(&mut stdout, &piece) {
+                    stream_error.get_or_insert(e);
+                }
+                if config
+                    .stop_strings
+                    .iter()
+                    .any(|s| text.contains(s.as_str()))
+                {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        )?;
+        if let Some(e) = stream_error {
+            return Err(e);
+        }
+        if streaming && let Some(Some((stream, _))) = streams.first_mut() {
             write_text(&mut stdout, &stream.finish())?;
         }
-        writeln!(stdout).map_err(|e| Error::io("stdout", e))?;
-        let s = &output.stats;
-        eprintln!(
-            "{} new tokens, prefill {:.1} ms, decode {:.1} tok/s, {} forward calls",
-            s.new_tokens,
-            s.prefill_seconds * 1e3,
-            s.tokens_per_second,
-            s.target_forward_calls
-        );
-        Ok(())
+        outputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Shape("no output".into()))?
+    };
+    if args.json {
+        return print_json(&output, tokenizer.as_ref());
     }
+    if !streaming {
+        for (i, seq) in output.sequences.iter().enumerate() {
+            let text = match &tokenizer {
+                Some(t) => t.decode(&prompt)? + &t.decode(&seq.ids)?,
+                None => format!("{:?}", seq.ids),
+            };
+            let score = seq
+                .score
+                .map(|s| format!(" (score {s:.4})"))
+                .unwrap_or_default();
+            write_text(&mut stdout, &format!("--- sequence {i}{score}\n{text}\n"))?;
+        }
+    } else {
+        writeln!(stdout).map_err(|e| Error::io("stdout", e))?;
+    }
+    let s = &output.stats;
+    eprintln!(
+        "{} new tokens, prefill {:.1} ms, decode {:.1} tok/s, {} forward calls",
+        s.new_tokens,
+        s.prefill_seconds * 1e3,
+        s.tokens_per_second,
+        s.target_forward_calls
+    );
+    Ok(())
 }
 
 fn write_text(out: &mut impl Write, text: &str) -> Result<()> {
@@ -227,6 +394,7 @@ fn print_json(output: &GenerationOutput, tokenizer: Option<&Tokenizer>) -> Resul
                 ids: &s.ids,
                 text,
                 logprobs: &s.logprobs,
+                score: s.score,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -37,6 +37,17 @@ impl Batch {
         }
     }
 
+    /// One token per row, where `real[row] == false` marks a row that only pads (a finished
+    /// sequence of a batch): it is masked and does not advance.
+    pub fn column_masked(tokens: &[u32], real: &[bool]) -> Self {
+        Batch {
+            rows: tokens.len(),
+            steps: 1,
+            tokens: tokens.to_vec(),
+            real: real.contains(&false).then(|| real.to_vec()),
+        }
+    }
+
     /// Rows of equal length.
     pub fn from_rows(rows: &[Vec<u32>]) -> Result<Self> {
         let steps = rows.first().map_or(0, Vec::len);

@@ -1,10 +1,11 @@
-//! The plain generation loop: prefill the prompt, then one cached decode step per new token.
+//! The generation loop: prefill every prompt in one left-padded batch, then one cached decode step
+//! per token for all sequences together, each stopping on its own.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::{Batch, Error, LanguageModel, Result};
+use crate::{Batch, Context, Error, GenerationConfig, LanguageModel, Result, Sampler};
 
 /// One generated sequence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -13,14 +14,18 @@ pub struct Sequence {
     pub ids: Vec<u32>,
     /// For each generated id, its log-probability under the model's raw (unprocessed) logits.
     pub logprobs: Vec<f32>,
+    /// Beam search only: the hypothesis score (sum of processed log-probabilities divided by
+    /// generated length^length_penalty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
 }
 
 /// How a generation went.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GenerationStats {
-    /// Tokens generated.
+    /// Tokens generated, all sequences together.
     pub new_tokens: usize,
-    /// Time of the prompt's forward pass (which yields the first new token).
+    /// Time of the prompts' forward pass (which yields the first token of each sequence).
     pub prefill_seconds: f64,
     /// Time of every later step.
     pub decode_seconds: f64,
@@ -30,23 +35,174 @@ pub struct GenerationStats {
     pub target_forward_calls: usize,
 }
 
-/// The result of a generation.
+/// The result of generating from one prompt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GenerationOutput {
     /// The prompt, as ids.
     pub prompt_ids: Vec<u32>,
-    /// One entry per returned sequence.
+    /// `num_return_sequences` entries.
     pub sequences: Vec<Sequence>,
-    /// Timing and counts.
+    /// Timing and counts of the whole call (shared by every prompt of a batch).
     pub stats: GenerationStats,
+}
+
+/// Whether a sequence goes on after a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep generating.
+    Continue,
+    /// Stop this sequence (the token just reported is kept).
+    Stop,
+}
+
+/// A token as it is chosen, for streaming and user stop rules.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenEvent<'a> {
+    /// Which sequence: `prompt × num_return_sequences + k`.
+    pub sequence: usize,
+    /// Which prompt it continues.
+    pub prompt: usize,
+    /// The new id.
+    pub token: u32,
+    /// The sequence's generated ids so far, `token` last.
+    pub generated: &'a [u32],
+}
+
+/// One sequence in flight.
+struct Row {
+    prompt: usize,
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    logprobs: Vec<f32>,
+    budget: usize,
+    done: bool,
+}
+
+/// Generates from several prompts at once (`num_return_sequences` sequences each), one forward
+/// pass per step for all of them. Sequence `i` gets the sampler `make_sampler(i)`; `on_token` sees
+/// every token as it is chosen and may stop its sequence ([`Flow::Stop`]).
+///
+/// Stops a sequence on an EOS id (unless `ignore_eos`), after its token budget
+/// (`max_new_tokens`, or `max_length` minus its prompt), or when `on_token` says so. Checks every
+/// prompt before running anything. Beam search is `decode_samplers::beam_search`.
+pub fn generate<M, S>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    mut make_sampler: impl FnMut(usize) -> S,
+    mut on_token: impl FnMut(&TokenEvent<'_>) -> Flow,
+) -> Result<Vec<GenerationOutput>>
+where
+    M: LanguageModel,
+    S: Sampler,
+{
+    config.validate()?;
+    if config.num_beams > 1 {
+        return Err(Error::Unsupported(
+            "num_beams > 1 in generate(); call decode_samplers::beam_search".into(),
+        ));
+    }
+    if prompts.is_empty() {
+        return Err(Error::invalid("prompt", "no prompts given"));
+    }
+    for prompt in prompts {
+        check_prompt(model, prompt, config.new_tokens_for(prompt.len()))?;
+    }
+    let eos: Vec<u32> = match &config.eos_token_ids {
+        Some(ids) => ids.clone(),
+        None => model.eos_token_ids().to_vec(),
+    };
+    let pad = eos.first().copied().unwrap_or(0);
+    let copies = config.num_return_sequences;
+    let mut rows: Vec<Row> = prompts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, prompt)| {
+            (0..copies).map(move |_| Row {
+                prompt: p,
+                tokens: prompt.clone(),
+                prompt_len: prompt.len(),
+                logprobs: Vec::new(),
+                budget: config.new_tokens_for(prompt.len()),
+                done: config.new_tokens_for(prompt.len()) == 0,
+            })
+        })
+        .collect();
+    let mut samplers: Vec<S> = (0..rows.len()).map(&mut make_sampler).collect();
+    let mut stats = GenerationStats::default();
+
+    if rows.iter().any(|r| !r.done) {
+        let mut cache = model.new_cache(rows.len());
+        let prompt_rows: Vec<Vec<u32>> = rows.iter().map(|r| r.tokens.clone()).collect();
+        let started = Instant::now();
+        let mut logits = model.forward_last(&Batch::left_padded(&prompt_rows, pad), &mut cache)?;
+        stats.prefill_seconds = started.elapsed().as_secs_f64();
+        stats.target_forward_calls = 1;
+        let decode_started = Instant::now();
+        let mut scratch = Vec::with_capacity(model.vocab_size());
+        loop {
+            let mut next = vec![pad; rows.len()];
+            let mut active = vec![false; rows.len()];
+            for (i, row) in rows.iter_mut().enumerate() {
+                if row.done {
+                    continue;
+                }
+                let raw = logits.last(i);
+                scratch.clear();
+                scratch.extend_from_slice(raw);
+                let ctx = Context::new(&row.tokens, row.prompt_len);
+                let id = samplers[i].sample(&ctx, &mut scratch);
+                samplers[i].accept(id);
+                row.tokens.push(id);
+                row.logprobs.push(log_softmax_at(raw, id));
+                let generated = &row.tokens[row.prompt_len..];
+                let event = TokenEvent {
+                    sequence: i,
+                    prompt: row.prompt,
+                    token: id,
+                    generated,
+                };
+                let stop = on_token(&event) == Flow::Stop;
+                row.done = stop
+                    || (!config.ignore_eos && eos.contains(&id))
+                    || generated.len() >= row.budget;
+                next[i] = id;
+                active[i] = !row.done;
+            }
+            if rows.iter().all(|r| r.done) {
+                break;
+            }
+            logits = model.forward(&Batch::column_masked(&next, &active), &mut cache)?;
+            stats.target_forward_calls += 1;
+        }
+        stats.decode_seconds = decode_started.elapsed().as_secs_f64();
+    }
+    stats.new_tokens = rows.iter().map(|r| r.tokens.len() - r.prompt_len).sum();
+    let decoded = stats.new_tokens.saturating_sub(rows.len());
+    if decoded > 0 && stats.decode_seconds > 0.0 {
+        stats.tokens_per_second = decoded as f64 / stats.decode_seconds;
+    }
+    let mut outputs: Vec<GenerationOutput> = prompts
+        .iter()
+        .map(|p| GenerationOutput {
+            prompt_ids: p.clone(),
+            sequences: Vec::with_capacity(copies),
+            stats: stats.clone(),
+        })
+        .collect();
+    for row in rows {
+        outputs[row.prompt].sequences.push(Sequence {
+            ids: row.tokens[row.prompt_len..].to_vec(),
+            logprobs: row.logprobs,
+            score: None,
+        });
+    }
+    Ok(outputs)
 }
 
 /// Greedy decoding of one prompt: at each step the highest logit wins (the first on ties, as
 /// `torch.argmax`). Stops after `max_new_tokens` or, unless `ignore_eos`, on an EOS id (kept in the
 /// output). `on_token` sees each id as it is chosen, for streaming.
-///
-/// Refuses an empty prompt, out-of-vocabulary ids, and a prompt plus `max_new_tokens` longer than
-/// the model's context, before running anything.
 pub fn greedy<M: LanguageModel>(
     model: &M,
     prompt: &[u32],
@@ -54,44 +210,40 @@ pub fn greedy<M: LanguageModel>(
     ignore_eos: bool,
     mut on_token: impl FnMut(u32),
 ) -> Result<GenerationOutput> {
-    check_prompt(model, prompt, max_new_tokens)?;
-    let mut stats = GenerationStats::default();
-    let mut sequence = Sequence {
-        ids: Vec::with_capacity(max_new_tokens),
-        logprobs: Vec::with_capacity(max_new_tokens),
+    let config = GenerationConfig {
+        max_new_tokens: Some(max_new_tokens),
+        ignore_eos,
+        ..GenerationConfig::default()
     };
-    if max_new_tokens > 0 {
-        let mut cache = model.new_cache(1);
-        let started = Instant::now();
-        let mut logits = model.forward_last(&Batch::single(prompt), &mut cache)?;
-        stats.prefill_seconds = started.elapsed().as_secs_f64();
-        stats.target_forward_calls = 1;
-        let decode_started = Instant::now();
-        loop {
-            let row = logits.last(0);
-            let id = argmax(row);
-            sequence.ids.push(id);
-            sequence.logprobs.push(log_softmax_at(row, id));
-            on_token(id);
-            let stop = !ignore_eos && model.eos_token_ids().contains(&id);
-            if stop || sequence.ids.len() == max_new_tokens {
-                break;
-            }
-            logits = model.forward(&Batch::single(&[id]), &mut cache)?;
-            stats.target_forward_calls += 1;
-        }
-        stats.decode_seconds = decode_started.elapsed().as_secs_f64();
-        let decoded = sequence.ids.len() - 1;
-        if decoded > 0 && stats.decode_seconds > 0.0 {
-            stats.tokens_per_second = decoded as f64 / stats.decode_seconds;
-        }
+    let mut outputs = generate(
+        model,
+        &[prompt.to_vec()],
+        &config,
+        |_| Argmax,
+        |event| {
+            on_token(event.token);
+            Flow::Continue
+        },
+    )?;
+    outputs
+        .pop()
+        .ok_or_else(|| Error::Shape("generation returned no output".into()))
+}
+
+/// The plain greedy sampler: no processors, argmax.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Argmax;
+
+impl Sampler for Argmax {
+    fn process(&mut self, _ctx: &Context<'_>, _logits: &mut [f32]) {}
+
+    fn sample(&mut self, _ctx: &Context<'_>, logits: &mut [f32]) -> u32 {
+        argmax(logits)
     }
-    stats.new_tokens = sequence.ids.len();
-    Ok(GenerationOutput {
-        prompt_ids: prompt.to_vec(),
-        sequences: vec![sequence],
-        stats,
-    })
+
+    fn accept(&mut self, _token: u32) {}
+
+    fn reset(&mut self) {}
 }
 
 /// Checks a prompt before generating: not empty, ids in the vocabulary, prompt plus

@@ -7,12 +7,18 @@
 
 pub mod batch;
 pub mod cache;
+pub mod config;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod sampling;
 
 pub use batch::{Batch, Logits};
 pub use cache::{Cache, KvCache};
+pub use config::{EarlyStopping, GenerationConfig};
 pub use error::{Error, Result};
-pub use generate::{GenerationOutput, GenerationStats, Sequence, greedy};
+pub use generate::{
+    Flow, GenerationOutput, GenerationStats, Sequence, TokenEvent, generate, greedy,
+};
 pub use model::LanguageModel;
+pub use sampling::{Context, LogitsProcessor, Sampler, Selector};

@@ -152,7 +152,10 @@ fn read_all(
 ) -> Result<HashMap<String, TensorData>> {
     let expected: HashMap<String, Vec<usize>> = expected_shapes(config).into_iter().collect();
     let mut found = HashMap::with_capacity(expected.len());
-    for (stored, view) in st.tensors() {
+    // Sorted, so the first problem reported is the same on every run.
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (stored, view) in tensors {
         let name = stored.strip_prefix("transformer.").unwrap_or(&stored);
         // The causal-mask buffers old checkpoints carry, and a head that is tied anyway.
         if name.ends_with(".attn.bias")

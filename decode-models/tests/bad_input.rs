@@ -116,9 +116,11 @@ fn config_that_contradicts_itself() {
 fn config_that_contradicts_the_tensors() {
     let s = Scratch::new("tensors");
     s.edit_config(|c| c["n_inner"] = 64.into());
-    refused(&s.0, "config.json implies [64]", |e| {
-        matches!(e, Error::Shape(_))
-    });
+    refused(
+        &s.0,
+        "h.0.mlp.c_fc.bias has shape [100] but config.json implies [64]",
+        |e| matches!(e, Error::Shape(_)),
+    );
     let s = Scratch::new("layers");
     s.edit_config(|c| c["n_layer"] = 4.into());
     refused(&s.0, "missing tensor h.3.", |e| {

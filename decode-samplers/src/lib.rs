@@ -1,6 +1,24 @@
-//! Turning logits into tokens: processors (temperature, top-k, top-p, penalties…), selectors
-//! (greedy, seeded multinomial), beam search and speculative decoding.
+//! From logits to tokens.
 //!
-//! This release has the greedy selector; the rest lands with the sampler issues.
+//! - [`processors`]: temperature, top-k, top-p, min-p, typical-p, repetition / frequency /
+//!   presence penalties, no-repeat-n-gram, logit bias, banned tokens, min-new-tokens — each equal to
+//!   its transformers counterpart.
+//! - [`select`]: greedy and seeded multinomial selectors.
+//! - [`SamplerChain`]: processors in order, then a selector; built by hand or from a
+//!   [`decode_core::GenerationConfig`] ([`SamplerChain::from_config`]).
+//! - [`beam_search`]: transformers' beam search over any [`decode_core::LanguageModel`].
+//! - [`probs`]: softmax helpers shared by all of them.
+//!
+//! A processor of your own is any [`decode_core::LogitsProcessor`], or a closure via
+//! [`SamplerChain::with_fn`].
 
-pub use decode_core::generate::argmax as greedy;
+pub mod beam;
+pub mod chain;
+pub mod config;
+pub mod probs;
+pub mod processors;
+pub mod select;
+
+pub use beam::beam_search;
+pub use chain::SamplerChain;
+pub use select::{Greedy, Multinomial};
