@@ -9,7 +9,14 @@ pub fn softmax_into(logits: &[f32], out: &mut Vec<f32>) {
         out.resize(logits.len(), 0.0);
         return;
     }
-    out.extend(logits.iter().map(|&x| (x - max).exp()));
+    // Removed tokens are common (after top-k, all but k): skip their exp.
+    out.extend(logits.iter().map(|&x| {
+        if x == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (x - max).exp()
+        }
+    }));
     let sum: f64 = out.iter().map(|&p| p as f64).sum();
     let sum = sum as f32;
     out.iter_mut().for_each(|p| *p /= sum);

@@ -1,0 +1,65 @@
+//! Beam search against transformers' `generate(num_beams=…)` on the tiny GPT-2
+//! (decode-samplers/tests/fixtures/beam.json, made by tools/make_sampler_fixtures.py).
+
+use std::path::PathBuf;
+
+use decode_core::{EarlyStopping, GenerationConfig};
+use decode_models::Gpt2;
+use decode_models::backend::{Cpu, cpu_device};
+use decode_samplers::{SamplerChain, beam_search};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    prompt: Vec<u32>,
+    num_beams: usize,
+    max_new_tokens: usize,
+    length_penalty: f64,
+    early_stopping: Value,
+    num_return_sequences: usize,
+    eos_token_id: u32,
+    sequences: Vec<Vec<u32>>,
+    sequences_scores: Vec<f32>,
+}
+
+#[test]
+fn beam_search_matches_transformers() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model =
+        Gpt2::<Cpu>::load(root.join("tests/fixtures/gpt2-tiny-tied"), &cpu_device()).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("../decode-samplers/tests/fixtures/beam.json")).unwrap();
+    let cases: Vec<Case> = serde_json::from_str(&text).unwrap();
+    assert!(cases.len() >= 10);
+    let mut eos_cases = 0;
+    for case in &cases {
+        let config = GenerationConfig {
+            max_new_tokens: Some(case.max_new_tokens),
+            num_beams: case.num_beams,
+            length_penalty: case.length_penalty,
+            early_stopping: match &case.early_stopping {
+                Value::Bool(b) => EarlyStopping::Flag(*b),
+                _ => EarlyStopping::Never,
+            },
+            num_return_sequences: case.num_return_sequences,
+            eos_token_ids: Some(vec![case.eos_token_id]),
+            ..GenerationConfig::default()
+        };
+        let chain = SamplerChain::from_config(&config, &[case.eos_token_id], 0).unwrap();
+        let out = beam_search(&model, &case.prompt, &config, &chain).unwrap();
+        let ids: Vec<Vec<u32>> = out.sequences.iter().map(|s| s.ids.clone()).collect();
+        assert_eq!(ids, case.sequences, "{}", case.name);
+        for (seq, &want) in out.sequences.iter().zip(&case.sequences_scores) {
+            let got = seq.score.unwrap();
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{}: score {got} vs {want}",
+                case.name
+            );
+        }
+        eos_cases += usize::from(ids.iter().any(|s| s.last() == Some(&case.eos_token_id)));
+    }
+    assert!(eos_cases >= 3, "cases with EOS hits: {eos_cases}");
+}
