@@ -18,8 +18,7 @@ use decode::core::{
 };
 use decode::models::backend::{self, Cpu};
 use decode::models::{Gpt2, Tokenizer};
-use decode::samplers::{SamplerChain, beam_search};
-use decode::{Error, Result};
+use decode::{Error, Result, generate_text};
 use serde::Serialize;
 
 /// Generate text with a GPT-2 model (HuggingFace layout: config.json + model.safetensors).
@@ -277,10 +276,6 @@ fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
             ));
         }
     };
-    let eos = config
-        .eos_token_ids
-        .clone()
-        .unwrap_or_else(|| model.eos_token_ids().to_vec());
     let sequences = config.num_return_sequences;
     // Text streams to stdout only when there is one sequence to show.
     let streaming = !args.json && sequences == 1 && config.num_beams == 1;
@@ -288,64 +283,21 @@ fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
     if streaming && let Some(tokenizer) = &tokenizer {
         write_text(&mut stdout, &tokenizer.decode(&prompt)?)?;
     }
-    let output = if config.num_beams > 1 {
-        let chain = SamplerChain::from_config(&config, &eos, 0)?;
-        beam_search(model, &prompt, &config, &chain)?
-    } else {
-        let chains = (0..sequences)
-            .map(|i| SamplerChain::from_config(&config, &eos, i))
-            .collect::<Result<Vec<_>>>()?;
-        let mut streams: Vec<_> = (0..sequences)
-            .map(|_| tokenizer.as_ref().map(|t| (t.stream(), String::new())))
-            .collect();
-        let mut stream_error = None;
-        let outputs = decode::core::generate(
-            model,
-            std::slice::from_ref(&prompt),
-            &config,
-            |i| chains[i].clone(),
-            |event| {
-                let Some((stream, text)) = streams[event.sequence].as_mut() else {
-                    if streaming
-                        && let Err(e) = write_text(&mut stdout, &format!(" {}", event.token))
-                    {
-                        stream_error.get_or_insert(e);
-                    }
-                    return Flow::Continue;
-                };
-                let piece = match stream.push(event.token) {
-                    Ok(piece) => piece,
-                    Err(e) => {
-                        stream_error.get_or_insert(e);
-                        return Flow::Stop;
-                    }
-                };
-                text.push_str(&piece);
-                if streaming && let Err(e) = write_text(&mut stdout, &piece) {
-                    stream_error.get_or_insert(e);
-                }
-                if config
-                    .stop_strings
-                    .iter()
-                    .any(|s| text.contains(s.as_str()))
-                {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            },
-        )?;
-        if let Some(e) = stream_error {
-            return Err(e);
+    let mut write_error = None;
+    let output = generate_text(model, tokenizer.as_ref(), &prompt, &config, |delta| {
+        let text = match &tokenizer {
+            Some(_) => delta.text.to_string(),
+            None => format!(" {}", delta.token),
+        };
+        if streaming && let Err(e) = write_text(&mut stdout, &text) {
+            write_error.get_or_insert(e);
+            return Flow::Stop;
         }
-        if streaming && let Some(Some((stream, _))) = streams.first_mut() {
-            write_text(&mut stdout, &stream.finish())?;
-        }
-        outputs
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Shape("no output".into()))?
-    };
+        Flow::Continue
+    })?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
     if args.json {
         return print_json(&output, tokenizer.as_ref());
     }

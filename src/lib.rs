@@ -4,10 +4,14 @@
 //! - [`core`] (`decode-core`): the [`LanguageModel`](core::LanguageModel) trait, the KV cache,
 //!   errors and the generation loop;
 //! - [`models`] (`decode-models`): GPT-2 on burn, checkpoint loading, the tokenizer, backends;
-//! - [`samplers`] (`decode-samplers`): from logits to tokens.
+//! - [`samplers`] (`decode-samplers`): from logits to tokens, beam search;
+//! - [`generate_text`]: the loop with a tokenizer, streaming text deltas and stop strings.
+
+mod text;
 
 pub use decode_core as core;
 pub use decode_models as models;
 pub use decode_samplers as samplers;
 
-pub use decode_core::{Error, Result};
+pub use decode_core::{Error, Flow, GenerationConfig, Result};
+pub use text::{TextDelta, generate_text};
