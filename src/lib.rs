@@ -15,3 +15,8 @@ pub use decode_samplers as samplers;
 
 pub use decode_core::{Error, Flow, GenerationConfig, Result};
 pub use text::{TextDelta, generate_text};
+
+/// The README's Rust examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
