@@ -48,6 +48,28 @@ impl Batch {
         }
     }
 
+    /// Rows of any lengths, right-padded with `pad_id` (masked) to the longest: each row's last real
+    /// token is at `row.len() - 1`. Speculative decoding feeds drafts of different lengths this way.
+    pub fn right_padded(rows: &[Vec<u32>], pad_id: u32) -> Self {
+        let steps = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut tokens = Vec::with_capacity(rows.len() * steps);
+        let mut real = Vec::with_capacity(rows.len() * steps);
+        for row in rows {
+            let pad = steps - row.len();
+            tokens.extend(row.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
+            real.extend(
+                std::iter::repeat_n(true, row.len()).chain(std::iter::repeat_n(false, pad)),
+            );
+        }
+        let real = real.contains(&false).then_some(real);
+        Batch {
+            rows: rows.len(),
+            steps,
+            tokens,
+            real,
+        }
+    }
+
     /// Rows of equal length.
     pub fn from_rows(rows: &[Vec<u32>]) -> Result<Self> {
         let steps = rows.first().map_or(0, Vec::len);

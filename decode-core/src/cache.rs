@@ -27,10 +27,14 @@ pub trait Cache {
     fn truncate(&mut self, len: usize) -> Result<()>;
     /// Keeps the rows listed, in that order (duplicates allowed): the batch becomes `rows.len()` rows.
     fn reorder(&mut self, rows: &[usize]) -> Result<()>;
-    /// Hides the slots `from..len()` of one row: they stay allocated but are never attended to again
-    /// and do not count as positions. This rolls back one row of a batch whose rows accepted
-    /// different numbers of tokens.
-    fn hide(&mut self, row: usize, from: usize) -> Result<()>;
+    /// Rolls one row back to its first `keep` real tokens: later slots of that row stay allocated
+    /// but are never attended to again and do not count as positions. This lets the rows of a
+    /// batch keep different numbers of tokens (speculative decoding at batch > 1); [`Cache::trim`]
+    /// then frees the slots no row uses.
+    fn rollback(&mut self, row: usize, keep: usize) -> Result<()>;
+
+    /// Truncates to the last slot any row still uses.
+    fn trim(&mut self);
 }
 
 /// Where a forward pass writes its new tokens, returned by [`KvCache::begin`].
@@ -237,15 +241,40 @@ impl<B: Backend> Cache for KvCache<B> {
         Ok(())
     }
 
-    fn hide(&mut self, row: usize, from: usize) -> Result<()> {
+    fn rollback(&mut self, row: usize, keep: usize) -> Result<()> {
         let real = self
             .real
             .get_mut(row)
             .ok_or_else(|| Error::invalid("cache row", format!("row {row} does not exist")))?;
-        for r in real.iter_mut().skip(from) {
-            *r = false;
+        let mut seen = 0;
+        for slot in real.iter_mut() {
+            if *slot {
+                if seen == keep {
+                    *slot = false;
+                } else {
+                    seen += 1;
+                }
+            }
         }
         self.recount(row);
         Ok(())
+    }
+
+    fn trim(&mut self) {
+        let used = self
+            .real
+            .iter()
+            .map(|r| r.iter().rposition(|&x| x).map_or(0, |i| i + 1))
+            .max()
+            .unwrap_or(0);
+        if used < self.len {
+            self.len = used;
+            for real in &mut self.real {
+                real.truncate(used);
+            }
+            for row in 0..self.rows {
+                self.recount(row);
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`SamplerChain`]: processors in order, then a selector; built by hand or from a
 //!   [`decode_core::GenerationConfig`] ([`SamplerChain::from_config`]).
 //! - [`beam_search`]: transformers' beam search over any [`decode_core::LanguageModel`].
+//! - [`speculative`]: lossless speculative decoding (draft model, prompt lookup, your drafter).
 //! - [`probs`]: softmax helpers shared by all of them.
 //!
 //! A processor of your own is any [`decode_core::LogitsProcessor`], or a closure via
@@ -18,6 +19,7 @@ pub mod config;
 pub mod probs;
 pub mod processors;
 pub mod select;
+pub mod speculative;
 
 pub use beam::beam_search;
 pub use chain::SamplerChain;

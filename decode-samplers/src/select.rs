@@ -42,7 +42,7 @@ impl Multinomial {
     }
 
     /// Draws an index from `probs` (which need not sum to exactly 1).
-    pub fn draw(&mut self, probs: &[f32]) -> u32 {
+    fn draw_from(&mut self, probs: &[f32]) -> u32 {
         let total: f64 = probs.iter().map(|&p| p as f64).sum();
         let target = self.rng.random::<f64>() * total;
         let mut cumulative = 0f64;
@@ -64,9 +64,13 @@ impl Selector for Multinomial {
     fn select(&mut self, logits: &[f32]) -> u32 {
         let mut probs = std::mem::take(&mut self.probs);
         softmax_into(logits, &mut probs);
-        let id = self.draw(&probs);
+        let id = self.draw_from(&probs);
         self.probs = probs;
         id
+    }
+
+    fn draw(&mut self, probs: &[f32]) -> u32 {
+        self.draw_from(probs)
     }
 
     fn uniform(&mut self) -> f64 {

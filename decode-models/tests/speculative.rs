@@ -1,0 +1,384 @@
+//! Speculative decoding on real (tiny) GPT-2s: greedy output equals plain greedy, sampling output
+//! follows the target's processed distribution (chi-square), self-drafts accept everything,
+//! prompt lookup shines on repetitive text, and bad pairings are refused.
+
+use std::path::PathBuf;
+
+use burn::tensor::TensorData;
+use decode_core::{Error, Flow, GenerationConfig, LanguageModel, Result, greedy};
+use decode_models::backend::{Cpu, cpu_device};
+use decode_models::weights::Gpt2Weights;
+use decode_models::{Gpt2, Gpt2Config};
+use decode_samplers::SamplerChain;
+use decode_samplers::probs::softmax;
+use decode_samplers::speculative::{
+    Draft, DraftModel, DraftRequest, DraftSchedule, Drafter, PromptLookup, SpeculativeStats,
+    speculative_generate,
+};
+
+fn fixture(name: &str) -> Gpt2<Cpu> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    Gpt2::load(dir, &cpu_device()).unwrap()
+}
+
+/// A draft that agrees with the target only partly: its weights with the final layer norm's bias
+/// perturbed.
+fn perturbed_draft() -> Gpt2<Cpu> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny-tied");
+    let config = Gpt2Config::from_file(dir.join("config.json")).unwrap();
+    let mut weights = Gpt2Weights::read(dir.join("model.safetensors"), &config).unwrap();
+    let bias: Vec<f32> = weights.ln_f[1].to_vec().unwrap();
+    let noisy: Vec<f32> = bias
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b + if i % 3 == 0 { 0.6 } else { -0.4 })
+        .collect();
+    weights.ln_f[1] = TensorData::new(noisy, [bias.len()]);
+    Gpt2::from_weights(config, weights, &cpu_device())
+}
+
+/// A draft of the target's vocabulary that disagrees with it often: random weights.
+fn random_draft(target: &Gpt2<Cpu>) -> Gpt2<Cpu> {
+    let t = target.config();
+    let config = Gpt2Config {
+        n_layer: 1,
+        n_embd: 32,
+        n_head: 2,
+        n_inner: 64,
+        ..t.clone()
+    };
+    Gpt2::random(config, 99, &cpu_device())
+}
+
+fn run(
+    target: &Gpt2<Cpu>,
+    drafter: &mut dyn Drafter,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    schedule: DraftSchedule,
+) -> Result<(Vec<Vec<Vec<u32>>>, SpeculativeStats)> {
+    let eos = target.eos_token_ids().to_vec();
+    let (outputs, stats) = speculative_generate(
+        target,
+        drafter,
+        prompts,
+        config,
+        schedule,
+        |i| SamplerChain::from_config(config, &eos, i).unwrap(),
+        |_| Flow::Continue,
+    )?;
+    let ids = outputs
+        .into_iter()
+        .map(|o| o.sequences.into_iter().map(|s| s.ids).collect())
+        .collect();
+    Ok((ids, stats))
+}
+
+fn greedy_config(n: usize) -> GenerationConfig {
+    GenerationConfig {
+        max_new_tokens: Some(n),
+        ..GenerationConfig::default()
+    }
+}
+
+#[test]
+fn speculative_greedy_equals_plain_greedy() {
+    let target = fixture("gpt2-tiny-tied");
+    let draft = random_draft(&target);
+    let prompts = vec![
+        vec![7],
+        vec![111, 134, 113, 120, 115],
+        vec![3, 1, 4, 1, 5, 9, 2, 6, 5],
+    ];
+    let config = greedy_config(20);
+    let plain: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            greedy(&target, p, 20, false, |_| {}).unwrap().sequences[0]
+                .ids
+                .clone()
+        })
+        .collect();
+    for schedule in [
+        DraftSchedule::Constant(1),
+        DraftSchedule::Constant(2),
+        DraftSchedule::Constant(4),
+        DraftSchedule::Constant(7),
+        DraftSchedule::Heuristic(3),
+        DraftSchedule::Auto(6),
+    ] {
+        // One prompt at a time, then all three as a batch (each row accepts its own count).
+        for (p, prompt) in prompts.iter().enumerate() {
+            let mut drafter = DraftModel::new(&draft, 1);
+            let (ids, stats) = run(
+                &target,
+                &mut drafter,
+                std::slice::from_ref(prompt),
+                &config,
+                schedule,
+            )
+            .unwrap();
+            assert_eq!(ids[0][0], plain[p], "{schedule:?} prompt {p}");
+            assert!(stats.drafted > 0 && stats.draft_forward_calls > 0);
+        }
+        let mut drafter = DraftModel::new(&draft, 1);
+        let (ids, _) = run(&target, &mut drafter, &prompts, &config, schedule).unwrap();
+        for (p, want) in plain.iter().enumerate() {
+            assert_eq!(&ids[p][0], want, "{schedule:?} batched prompt {p}");
+        }
+        let mut lookup = PromptLookup::new(3);
+        let (ids, _) = run(&target, &mut lookup, &prompts, &config, schedule).unwrap();
+        for (p, want) in plain.iter().enumerate() {
+            assert_eq!(&ids[p][0], want, "{schedule:?} prompt lookup, prompt {p}");
+        }
+    }
+}
+
+#[test]
+fn self_draft_accepts_everything_in_few_target_passes() {
+    let target = fixture("gpt2-tiny-tied");
+    let prompt = vec![3, 1, 4, 1, 5];
+    let config = GenerationConfig {
+        ignore_eos: true,
+        ..greedy_config(30)
+    };
+    for gamma in [2usize, 4] {
+        let mut drafter = DraftModel::new(&target, 1);
+        let (ids, stats) = run(
+            &target,
+            &mut drafter,
+            &[prompt.clone()],
+            &config,
+            DraftSchedule::Constant(gamma),
+        )
+        .unwrap();
+        assert_eq!(ids[0][0].len(), 30);
+        assert_eq!(stats.acceptance_rate, 1.0, "{stats:?}");
+        // A prefill, then one pass per γ+1 tokens.
+        assert_eq!(
+            stats.target_forward_calls,
+            1 + 30usize.div_ceil(gamma + 1),
+            "{stats:?}"
+        );
+        assert!((stats.mean_accepted - gamma as f64).abs() < 1.0);
+    }
+}
+
+#[test]
+fn prompt_lookup_accepts_repeated_text() {
+    // After [90] the bf16 fixture's greedy text is 104 then 45 45 45 … (reference.json): once the
+    // text repeats, looking up the last n-gram predicts it.
+    let target = fixture("gpt2-tiny-bf16");
+    let config = GenerationConfig {
+        ignore_eos: true,
+        ..greedy_config(12)
+    };
+    let mut lookup = PromptLookup::new(2);
+    let (ids, stats) = run(
+        &target,
+        &mut lookup,
+        &[vec![90, 104, 45, 45]],
+        &config,
+        DraftSchedule::Constant(4),
+    )
+    .unwrap();
+    assert_eq!(ids[0][0], vec![45; 12]);
+    assert!(stats.acceptance_rate > 0.9, "{stats:?}");
+    assert!(stats.target_forward_calls <= 1 + 12 / 5 + 1, "{stats:?}");
+    assert_eq!(stats.draft_forward_calls, 0);
+}
+
+#[test]
+fn mismatched_vocabulary_and_beam_search_are_refused() {
+    let target = fixture("gpt2-tiny-tied");
+    let other = fixture("gpt2-tiny-bf16");
+    let mut drafter = DraftModel::new(&other, 1);
+    let err = run(
+        &target,
+        &mut drafter,
+        &[vec![1]],
+        &greedy_config(4),
+        DraftSchedule::Constant(2),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::VocabMismatch(_)), "{err}");
+    assert!(
+        err.to_string().contains("150") && err.to_string().contains("211"),
+        "{err}"
+    );
+    let beam = GenerationConfig {
+        num_beams: 2,
+        ..greedy_config(4)
+    };
+    let mut lookup = PromptLookup::new(2);
+    let err = run(
+        &target,
+        &mut lookup,
+        &[vec![1]],
+        &beam,
+        DraftSchedule::Constant(2),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+}
+
+/// Proposes uniformly random tokens and no distribution: a one-hot drafter.
+struct RandomTokens(u64, u32);
+
+impl Drafter for RandomTokens {
+    fn propose(&mut self, requests: &[DraftRequest<'_>]) -> Result<Vec<Draft>> {
+        Ok(requests
+            .iter()
+            .map(|r| Draft {
+                tokens: (0..r.max)
+                    .map(|_| {
+                        self.0 = self
+                            .0
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        ((self.0 >> 33) % self.1 as u64) as u32
+                    })
+                    .collect(),
+                probs: None,
+            })
+            .collect())
+    }
+}
+
+/// The target's processed distribution of the first two tokens after `prompt`.
+fn joint_distribution(target: &Gpt2<Cpu>, prompt: &[u32], config: &GenerationConfig) -> Vec<f64> {
+    let eos = target.eos_token_ids().to_vec();
+    let vocab = target.vocab_size();
+    let processed = |tokens: &[u32]| -> Vec<f32> {
+        let mut chain = SamplerChain::from_config(config, &eos, 0).unwrap();
+        let mut cache = target.new_cache(1);
+        let logits = target
+            .forward_last(&decode_core::Batch::single(tokens), &mut cache)
+            .unwrap();
+        let mut row = logits.last(0).to_vec();
+        decode_core::LogitsProcessor::apply(
+            &mut chain,
+            &decode_core::Context::new(tokens, prompt.len()),
+            &mut row,
+        );
+        softmax(&row)
+    };
+    let first = processed(prompt);
+    let mut joint = vec![0f64; vocab * vocab];
+    for (x1, &p1) in first.iter().enumerate() {
+        if p1 > 0.0 {
+            let mut ctx = prompt.to_vec();
+            ctx.push(x1 as u32);
+            for (x2, &p2) in processed(&ctx).iter().enumerate() {
+                joint[x1 * vocab + x2] = p1 as f64 * p2 as f64;
+            }
+        }
+    }
+    joint
+}
+
+#[test]
+fn speculative_sampling_follows_the_target_distribution() {
+    let target = fixture("gpt2-tiny-tied");
+    let draft = perturbed_draft();
+    let prompt = vec![3, 1, 4, 1, 5];
+    let vocab = target.vocab_size();
+    const RUNS: usize = 3000;
+    let sampling = |edit: fn(&mut GenerationConfig)| {
+        let mut c = GenerationConfig {
+            max_new_tokens: Some(2),
+            ignore_eos: true,
+            do_sample: true,
+            num_return_sequences: RUNS,
+            seed: 1234,
+            top_k: 0,
+            ..GenerationConfig::default()
+        };
+        edit(&mut c);
+        c
+    };
+    let cases: [(&str, GenerationConfig, bool); 3] = [
+        ("top-k 8, draft model", sampling(|c| c.top_k = 8), false),
+        (
+            "temperature 0.7 + top-p 0.8, draft model",
+            sampling(|c| {
+                c.temperature = 0.7;
+                c.top_p = 0.8
+            }),
+            false,
+        ),
+        (
+            "top-k 6, one-hot random drafter",
+            sampling(|c| c.top_k = 6),
+            true,
+        ),
+    ];
+    for (name, config, one_hot) in cases {
+        let want = joint_distribution(&target, &prompt, &config);
+        let mut model_drafter = DraftModel::new(&draft, 77);
+        let mut random = RandomTokens(5, vocab as u32);
+        let drafter: &mut dyn Drafter = if one_hot {
+            &mut random
+        } else {
+            &mut model_drafter
+        };
+        let (ids, stats) = run(
+            &target,
+            drafter,
+            &[prompt.clone()],
+            &config,
+            DraftSchedule::Constant(3),
+        )
+        .unwrap();
+        assert!(
+            stats.accepted > 0 && stats.accepted < stats.drafted,
+            "{name}: {stats:?}"
+        );
+        let mut counts = vec![0u64; vocab * vocab];
+        for seq in &ids[0] {
+            counts[seq[0] as usize * vocab + seq[1] as usize] += 1;
+        }
+        for (bin, (&n, &p)) in counts.iter().zip(&want).enumerate() {
+            assert!(
+                p > 0.0 || n == 0,
+                "{name}: ({}, {}) has probability 0",
+                bin / vocab,
+                bin % vocab
+            );
+        }
+        let (stat, df) = chi_square(&counts, &want, RUNS as u64);
+        let limit = critical_1e4(df);
+        assert!(
+            stat < limit,
+            "{name}: chi-square {stat:.1} ≥ {limit:.1} with {df} df"
+        );
+    }
+}
+
+/// Pearson's statistic over bins with expected count ≥ 5 (the rest pooled), and its degrees of freedom.
+fn chi_square(counts: &[u64], probs: &[f64], draws: u64) -> (f64, usize) {
+    let (mut stat, mut bins, mut pooled_obs, mut pooled_exp) = (0.0, 0usize, 0.0, 0.0);
+    for (&c, &p) in counts.iter().zip(probs) {
+        let expected = p * draws as f64;
+        if expected >= 5.0 {
+            stat += (c as f64 - expected).powi(2) / expected;
+            bins += 1;
+        } else {
+            pooled_obs += c as f64;
+            pooled_exp += expected;
+        }
+    }
+    if pooled_exp > 0.0 {
+        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp.max(5.0);
+        bins += 1;
+    }
+    (stat, bins.saturating_sub(1))
+}
+
+/// The value a chi-square with `df` degrees exceeds with probability 1e-4 (Wilson–Hilferty).
+fn critical_1e4(df: usize) -> f64 {
+    let k = df as f64;
+    k * (1.0 - 2.0 / (9.0 * k) + 3.719 * (2.0 / (9.0 * k)).sqrt()).powi(3)
+}
