@@ -149,7 +149,7 @@ fn self_draft_accepts_everything_in_few_target_passes() {
         let (ids, stats) = run(
             &target,
             &mut drafter,
-            &[prompt.clone()],
+            std::slice::from_ref(&prompt),
             &config,
             DraftSchedule::Constant(gamma),
         )
@@ -327,7 +327,7 @@ fn speculative_sampling_follows_the_target_distribution() {
         let (ids, stats) = run(
             &target,
             drafter,
-            &[prompt.clone()],
+            std::slice::from_ref(&prompt),
             &config,
             DraftSchedule::Constant(3),
         )
