@@ -16,9 +16,11 @@ use clap::{Parser, ValueEnum};
 use decode::core::{
     EarlyStopping, Flow, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel,
 };
+use decode::models::backend::Backend;
 use decode::models::backend::{self, Cpu};
 use decode::models::{Gpt2, Tokenizer};
-use decode::{Error, Result, generate_text};
+use decode::samplers::speculative::{DraftModel, DraftSchedule, Drafter, PromptLookup};
+use decode::{Error, Result, Speculation, generate_text};
 use serde::Serialize;
 
 /// Generate text with a GPT-2 model (HuggingFace layout: config.json + model.safetensors).
@@ -102,6 +104,19 @@ struct Args {
     /// When beam search stops: true, false or never [default: false].
     #[arg(long, value_name = "WHEN")]
     early_stopping: Option<String>,
+    /// Speculative decoding with this draft model (same vocabulary as --model).
+    #[arg(long, value_name = "DIR", conflicts_with = "prompt_lookup")]
+    draft: Option<PathBuf>,
+    /// Speculative decoding with prompt lookup: match n-grams of at most N tokens in the context.
+    #[arg(long, value_name = "N")]
+    prompt_lookup: Option<usize>,
+    /// Tokens drafted per verify step (the maximum, for --draft-schedule auto).
+    #[arg(long, value_name = "GAMMA", default_value_t = 4)]
+    draft_tokens: usize,
+    /// How γ changes: constant; heuristic (+2 after a fully accepted draft, −1 otherwise); auto
+    /// (maximise the expected speed-up from the measured acceptance rate and cost).
+    #[arg(long, value_name = "RULE", default_value = "constant")]
+    draft_schedule: String,
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     backend: BackendChoice,
@@ -179,18 +194,21 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     match args.backend {
-        BackendChoice::Cpu => generate(
-            &Gpt2::<Cpu>::load(&args.model, &backend::cpu_device())?,
-            args,
-        ),
+        BackendChoice::Cpu => run_on::<Cpu>(args, &backend::cpu_device()),
         #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => {
-            let device = backend::cuda_device(0)?;
-            generate(&Gpt2::<backend::Cuda>::load(&args.model, &device)?, args)
-        }
+        BackendChoice::Cuda => run_on::<backend::Cuda>(args, &backend::cuda_device(0)?),
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => backend::cuda_device(0).map(|_| ()),
     }
+}
+
+fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
+    let model = Gpt2::<B>::load(&args.model, device)?;
+    let draft = match &args.draft {
+        Some(dir) => Some(Gpt2::<B>::load(dir, device)?),
+        None => None,
+    };
+    generate(&model, draft.as_ref(), args)
 }
 
 fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
@@ -263,8 +281,20 @@ fn generation_config(args: &Args) -> Result<GenerationConfig> {
     Ok(c)
 }
 
-fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
+fn generate<M: LanguageModel>(model: &M, draft: Option<&M>, args: &Args) -> Result<()> {
     let config = generation_config(args)?;
+    let schedule = DraftSchedule::parse(&args.draft_schedule, args.draft_tokens)?;
+    let mut draft_model = draft.map(|d| DraftModel::new(d, args.seed.wrapping_add(0x5eed)));
+    let mut lookup = match args.prompt_lookup {
+        Some(0) => return Err(Error::invalid("prompt-lookup", "must be at least 1")),
+        n => n.map(PromptLookup::new),
+    };
+    let drafter: Option<&mut dyn Drafter> = match (&mut draft_model, &mut lookup) {
+        (Some(d), _) => Some(d),
+        (None, Some(l)) => Some(l),
+        (None, None) => None,
+    };
+    let speculation = drafter.map(|drafter| Speculation { drafter, schedule });
     let tokenizer = load_tokenizer(args)?;
     let prompt = match (&args.prompt, &args.prompt_ids, &tokenizer) {
         (Some(text), _, Some(tokenizer)) => tokenizer.encode(text)?,
@@ -284,17 +314,24 @@ fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
         write_text(&mut stdout, &tokenizer.decode(&prompt)?)?;
     }
     let mut write_error = None;
-    let output = generate_text(model, tokenizer.as_ref(), &prompt, &config, |delta| {
-        let text = match &tokenizer {
-            Some(_) => delta.text.to_string(),
-            None => format!(" {}", delta.token),
-        };
-        if streaming && let Err(e) = write_text(&mut stdout, &text) {
-            write_error.get_or_insert(e);
-            return Flow::Stop;
-        }
-        Flow::Continue
-    })?;
+    let output = generate_text(
+        model,
+        tokenizer.as_ref(),
+        &prompt,
+        &config,
+        speculation,
+        |delta| {
+            let text = match &tokenizer {
+                Some(_) => delta.text.to_string(),
+                None => format!(" {}", delta.token),
+            };
+            if streaming && let Err(e) = write_text(&mut stdout, &text) {
+                write_error.get_or_insert(e);
+                return Flow::Stop;
+            }
+            Flow::Continue
+        },
+    )?;
     if let Some(e) = write_error {
         return Err(e);
     }
@@ -317,8 +354,20 @@ fn generate<M: LanguageModel>(model: &M, args: &Args) -> Result<()> {
         writeln!(stdout).map_err(|e| Error::io("stdout", e))?;
     }
     let s = &output.stats;
+    let speculative = s
+        .speculative
+        .as_ref()
+        .map(|sp| {
+            format!(
+                ", acceptance {:.0}%, {:.2} accepted per verify step, {} draft calls",
+                sp.acceptance_rate * 100.0,
+                sp.mean_accepted,
+                sp.draft_forward_calls
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
-        "{} new tokens, prefill {:.1} ms, decode {:.1} tok/s, {} forward calls",
+        "{} new tokens, prefill {:.1} ms, decode {:.1} tok/s, {} target calls{speculative}",
         s.new_tokens,
         s.prefill_seconds * 1e3,
         s.tokens_per_second,

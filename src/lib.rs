@@ -14,7 +14,7 @@ pub use decode_models as models;
 pub use decode_samplers as samplers;
 
 pub use decode_core::{Error, Flow, GenerationConfig, Result};
-pub use text::{TextDelta, generate_text};
+pub use text::{Speculation, TextDelta, generate_text};
 
 /// The README's Rust examples, compiled as doc tests.
 #[cfg(doctest)]

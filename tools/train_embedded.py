@@ -31,7 +31,7 @@ How:
     256-position model is trained (the held-out figures use 256-token windows).
   Draft: distilled from the (f32, trained) target: loss = KL(p_target || q_draft) at temperature 1
     over every position (plus --draft-ce times the plain cross-entropy; 0 by default), same
-    optimiser and batches, peak lr 2e-3.
+    optimiser and batch shape (its own seeded windows), peak lr 2e-3.
   The numbers of steps are chosen to fit the time budget (--budget-min, default 65 minutes of wall
     time for the whole script) from the measured time of a few throw-away steps (printed as "plan").
     To repeat a run exactly, pass the printed step counts: --target-steps N --draft-steps M.
@@ -49,7 +49,7 @@ How to run (from the repository root; needs `bible` from the bible-kjv package a
 of tools/requirements.txt):
 
     python tools/train_embedded.py                 # full run, writes models/
-    python tools/train_embedded.py --quick --out /tmp/kjv-quick   # smoke test, about a minute
+    python tools/train_embedded.py --quick --out /tmp/kjv-quick   # smoke test, under a minute
 
 Expected time: about 65 minutes on one CPU thread (the budget; it is filled, not merely bounded),
 plus or minus the accuracy of the step-time estimate; if the machine slows down mid-run, a phase

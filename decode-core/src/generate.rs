@@ -33,6 +33,41 @@ pub struct GenerationStats {
     pub tokens_per_second: f64,
     /// Forward passes of the target model.
     pub target_forward_calls: usize,
+    /// Speculative decoding only: acceptance and cost (flattened into these stats in JSON).
+    #[serde(flatten)]
+    pub speculative: Option<SpeculativeStats>,
+}
+
+/// What speculative decoding did: read `acceptance_rate` and `mean_accepted` first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SpeculativeStats {
+    /// Tokens proposed by the drafter.
+    pub drafted: usize,
+    /// Proposed tokens the target kept.
+    pub accepted: usize,
+    /// `accepted / drafted`.
+    pub acceptance_rate: f64,
+    /// Drafted tokens kept per verify step (each step also adds one token of the target's).
+    pub mean_accepted: f64,
+    /// Verify steps (one target forward pass each), all rows together.
+    pub verify_steps: usize,
+    /// Per draft position `i`: how often a token was proposed there, and how often kept.
+    pub per_position: Vec<PositionStats>,
+    /// Draft-model forward passes (0 for drafters without a model).
+    pub draft_forward_calls: usize,
+    /// Seconds in target forward passes.
+    pub target_seconds: f64,
+    /// Seconds in the drafter.
+    pub draft_seconds: f64,
+}
+
+/// Acceptance at one draft position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PositionStats {
+    /// Tokens proposed at this position.
+    pub drafted: usize,
+    /// Of those, kept.
+    pub accepted: usize,
 }
 
 /// The result of generating from one prompt.

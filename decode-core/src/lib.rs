@@ -3,7 +3,8 @@
 //!
 //! Nothing here knows GPT-2. `decode-models` implements [`LanguageModel`] for GPT-2 on burn;
 //! `decode-samplers` turns logits into tokens. Speculative decoding and beam search need exactly two
-//! things from a cache: [`Cache::truncate`] (roll back) and [`Cache::reorder`] (follow beams).
+//! things from a cache: roll back ([`Cache::truncate`], or [`Cache::rollback`] per row) and follow
+//! beams ([`Cache::reorder`]).
 
 pub mod batch;
 pub mod cache;
@@ -18,7 +19,8 @@ pub use cache::{Cache, KvCache};
 pub use config::{EarlyStopping, GenerationConfig};
 pub use error::{Error, Result};
 pub use generate::{
-    Flow, GenerationOutput, GenerationStats, Sequence, TokenEvent, generate, greedy,
+    Flow, GenerationOutput, GenerationStats, PositionStats, Sequence, SpeculativeStats, TokenEvent,
+    generate, greedy,
 };
 pub use model::LanguageModel;
 pub use sampling::{Context, LogitsProcessor, Sampler, Selector};

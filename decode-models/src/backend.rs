@@ -4,6 +4,7 @@
 //! (see the README's benchmark table). burn-ndarray is available behind the `ndarray` feature, and
 //! burn-cuda behind `cuda`, chosen at run time after [`cuda_device`] finds a usable driver.
 
+pub use burn::tensor::backend::Backend;
 use decode_core::Result;
 
 /// The default CPU backend (burn-flex, f32).

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::TensorData;
+use decode_core::SpeculativeStats;
 use decode_core::{Error, Flow, GenerationConfig, LanguageModel, Result, greedy};
 use decode_models::backend::{Cpu, cpu_device};
 use decode_models::weights::Gpt2Weights;
@@ -12,8 +13,7 @@ use decode_models::{Gpt2, Gpt2Config};
 use decode_samplers::SamplerChain;
 use decode_samplers::probs::softmax;
 use decode_samplers::speculative::{
-    Draft, DraftModel, DraftRequest, DraftSchedule, Drafter, PromptLookup, SpeculativeStats,
-    speculative_generate,
+    Draft, DraftModel, DraftRequest, DraftSchedule, Drafter, PromptLookup, speculative_generate,
 };
 
 fn fixture(name: &str) -> Gpt2<Cpu> {
@@ -58,9 +58,9 @@ fn run(
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
     schedule: DraftSchedule,
-) -> Result<(Vec<Vec<Vec<u32>>>, SpeculativeStats)> {
+) -> Result<(Vec<Vec<Vec<u32>>>, Stats)> {
     let eos = target.eos_token_ids().to_vec();
-    let (outputs, stats) = speculative_generate(
+    let outputs = speculative_generate(
         target,
         drafter,
         prompts,
@@ -69,11 +69,29 @@ fn run(
         |i| SamplerChain::from_config(config, &eos, i).unwrap(),
         |_| Flow::Continue,
     )?;
+    let stats = Stats {
+        spec: outputs[0].stats.speculative.clone().unwrap_or_default(),
+        target_forward_calls: outputs[0].stats.target_forward_calls,
+    };
     let ids = outputs
         .into_iter()
         .map(|o| o.sequences.into_iter().map(|s| s.ids).collect())
         .collect();
     Ok((ids, stats))
+}
+
+/// The speculative stats and the target's forward passes.
+#[derive(Debug)]
+struct Stats {
+    spec: SpeculativeStats,
+    target_forward_calls: usize,
+}
+
+impl std::ops::Deref for Stats {
+    type Target = SpeculativeStats;
+    fn deref(&self) -> &SpeculativeStats {
+        &self.spec
+    }
 }
 
 fn greedy_config(n: usize) -> GenerationConfig {

@@ -8,7 +8,7 @@
 //! - [`verify()`]: the verify step, greedy or modified rejection sampling.
 //! - [`DraftSchedule`]: γ fixed, transformers' heuristic, or the expected-speed-up optimum.
 //! - [`speculative_generate`]: the loop, for a batch of prompts (each row accepts its own number of
-//!   tokens), with [`SpeculativeStats`].
+//!   tokens), reporting [`SpeculativeStats`] in each output's `stats.speculative`.
 
 mod drafter;
 mod schedule;
@@ -19,48 +19,13 @@ use std::time::Instant;
 use decode_core::generate::{Flow, TokenEvent, check_prompt, log_softmax_at};
 use decode_core::{
     Batch, Cache, Error, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel,
-    LogitsProcessor, Result, Sequence,
+    LogitsProcessor, PositionStats, Result, Sequence, SpeculativeStats,
 };
 pub use drafter::{Draft, DraftModel, DraftRequest, Drafter, PromptLookup};
 pub use schedule::{DraftSchedule, GammaState, expected_speedup};
-use serde::Serialize;
 pub use verify::{Verdict, verify};
 
 use crate::SamplerChain;
-
-/// What speculative decoding did: read `acceptance_rate` and `mean_accepted` first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct SpeculativeStats {
-    /// Tokens proposed by the drafter.
-    pub drafted: usize,
-    /// Proposed tokens the target kept.
-    pub accepted: usize,
-    /// `accepted / drafted`.
-    pub acceptance_rate: f64,
-    /// Drafted tokens kept per verify step (each step also adds one token of the target's).
-    pub mean_accepted: f64,
-    /// Verify steps (one target forward pass each), all rows together.
-    pub verify_steps: usize,
-    /// Per draft position `i`: how often a token was proposed there, and how often kept.
-    pub per_position: Vec<PositionStats>,
-    /// Target forward passes (prefill included).
-    pub target_forward_calls: usize,
-    /// Draft-model forward passes (0 for drafters without a model).
-    pub draft_forward_calls: usize,
-    /// Seconds in target forward passes.
-    pub target_seconds: f64,
-    /// Seconds in the drafter.
-    pub draft_seconds: f64,
-}
-
-/// Acceptance at one draft position.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct PositionStats {
-    /// Tokens proposed at this position.
-    pub drafted: usize,
-    /// Of those, kept.
-    pub accepted: usize,
-}
 
 /// One sequence in flight.
 struct Row {
@@ -88,7 +53,7 @@ pub fn speculative_generate<M: LanguageModel>(
     schedule: DraftSchedule,
     mut make_chain: impl FnMut(usize) -> SamplerChain,
     mut on_token: impl FnMut(&TokenEvent<'_>) -> Flow,
-) -> Result<(Vec<GenerationOutput>, SpeculativeStats)> {
+) -> Result<Vec<GenerationOutput>> {
     config.validate()?;
     if config.num_beams > 1 {
         return Err(Error::Unsupported(
@@ -258,7 +223,6 @@ pub fn speculative_generate<M: LanguageModel>(
         cache.trim();
     }
     stats.decode_seconds = decode_started.elapsed().as_secs_f64();
-    spec.target_forward_calls = stats.target_forward_calls;
     spec.draft_forward_calls = drafter.forward_calls();
     spec.draft_seconds = drafter.seconds().max(spec.draft_seconds);
     if spec.drafted > 0 {
@@ -271,6 +235,7 @@ pub fn speculative_generate<M: LanguageModel>(
     if stats.decode_seconds > 0.0 {
         stats.tokens_per_second = stats.new_tokens as f64 / stats.decode_seconds;
     }
+    stats.speculative = Some(spec);
     let mut outputs: Vec<GenerationOutput> = prompts
         .iter()
         .map(|p| GenerationOutput {
@@ -286,5 +251,5 @@ pub fn speculative_generate<M: LanguageModel>(
             score: None,
         });
     }
-    Ok((outputs, spec))
+    Ok(outputs)
 }
