@@ -259,3 +259,53 @@ mod tests {
         assert_eq!(p.lookup(&[7, 1, 2, 1, 2], 5), vec![1, 2, 1, 2, 1]);
     }
 }
+
+/// A benchmarking drafter that knows the answer: it proposes a known continuation (the target's
+/// own greedy output), each token replaced by a wrong one with probability `1 − alpha`. Under
+/// greedy verification its acceptance rate is about `alpha` at every position, which isolates the
+/// cost side of speculative decoding.
+#[derive(Debug, Clone)]
+pub struct OracleDrafter {
+    reference: Vec<u32>,
+    alpha: f64,
+    vocab: u32,
+    rng: Multinomial,
+}
+
+impl OracleDrafter {
+    /// `reference` is the whole expected sequence (prompt included).
+    pub fn new(reference: Vec<u32>, alpha: f64, vocab: usize, seed: u64) -> Self {
+        OracleDrafter {
+            reference,
+            alpha,
+            vocab: vocab.max(2) as u32,
+            rng: Multinomial::new(seed),
+        }
+    }
+}
+
+impl Drafter for OracleDrafter {
+    fn propose(&mut self, requests: &[DraftRequest<'_>]) -> Result<Vec<Draft>> {
+        Ok(requests
+            .iter()
+            .map(|r| {
+                let from = r.tokens.len().min(self.reference.len());
+                let to = (from + r.max).min(self.reference.len());
+                let tokens = self.reference[from..to]
+                    .iter()
+                    .map(|&t| {
+                        if self.rng.uniform() < self.alpha {
+                            t
+                        } else {
+                            (t + 1) % self.vocab
+                        }
+                    })
+                    .collect();
+                Draft {
+                    tokens,
+                    probs: None,
+                }
+            })
+            .collect())
+    }
+}

@@ -21,7 +21,7 @@ use decode_core::{
     Batch, Cache, Error, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel,
     LogitsProcessor, PositionStats, Result, Sequence, SpeculativeStats,
 };
-pub use drafter::{Draft, DraftModel, DraftRequest, Drafter, PromptLookup};
+pub use drafter::{Draft, DraftModel, DraftRequest, Drafter, OracleDrafter, PromptLookup};
 pub use schedule::{DraftSchedule, GammaState, expected_speedup};
 pub use verify::{Verdict, verify};
 
