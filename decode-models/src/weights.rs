@@ -1,6 +1,7 @@
 //! Reading GPT-2 weights from a HuggingFace `model.safetensors`.
 //!
-//! Accepts tensors stored as f32, f16 or bf16 (converted to f32 as they are read), names with or
+//! Accepts tensors stored as f32, f16 or bf16 (kept in that dtype: the model widens to f32 as it
+//! computes), names with or
 //! without the `transformer.` prefix, and a tied or separate `lm_head.weight`. Every tensor's shape is
 //! checked against the config before anything is built; missing, unexpected and misshapen tensors
 //! are errors that name the tensor. GPT-2's `Conv1D` weights are `[in, out]`, which is already the
@@ -17,7 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::Gpt2Config;
 
-/// The weights of one transformer block, on the host, f32.
+/// The weights of one transformer block, on the host.
 #[derive(Debug, Clone)]
 pub struct BlockWeights {
     /// `ln_1.weight`, `ln_1.bias`.
@@ -34,7 +35,7 @@ pub struct BlockWeights {
     pub mlp_proj: [TensorData; 2],
 }
 
-/// All GPT-2 weights, on the host, f32, shapes checked.
+/// All GPT-2 weights, on the host, in their stored dtype, shapes checked.
 #[derive(Debug, Clone)]
 pub struct Gpt2Weights {
     /// Token embedding `[vocab_size, n_embd]`.
@@ -178,7 +179,7 @@ fn read_all(
                 shape
             )));
         }
-        let values = to_f32(view.dtype(), view.data()).ok_or_else(|| {
+        let data = to_data(view.dtype(), view.data(), shape).ok_or_else(|| {
             Error::format(
                 path,
                 format!(
@@ -187,10 +188,7 @@ fn read_all(
                 ),
             )
         })?;
-        if found
-            .insert(name.to_string(), TensorData::new(values, shape.clone()))
-            .is_some()
-        {
+        if found.insert(name.to_string(), data).is_some() {
             return Err(Error::format(path, format!("tensor {name} appears twice")));
         }
     }
@@ -203,21 +201,31 @@ fn read_all(
     Ok(found)
 }
 
-/// Little-endian f32, f16 or bf16 bytes to f32; `None` for other dtypes.
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+/// Little-endian f32, f16 or bf16 bytes to a tensor of the same dtype; `None` for other dtypes.
+fn to_data(dtype: Dtype, bytes: &[u8], shape: &[usize]) -> Option<TensorData> {
+    let shape = shape.to_vec();
     Some(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+        Dtype::F32 => TensorData::new(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect::<Vec<_>>(),
+            shape,
+        ),
+        Dtype::F16 => TensorData::new(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                .collect::<Vec<_>>(),
+            shape,
+        ),
+        Dtype::BF16 => TensorData::new(
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]))
+                .collect::<Vec<_>>(),
+            shape,
+        ),
         _ => return None,
     })
 }

@@ -4,73 +4,89 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use decode_core::cache::Step;
 use decode_core::{KvCache, Result};
-use rayon::prelude::*;
 
+use super::host_linear::{HostLinear, HostWeights};
 use crate::Activation;
 
-/// `x · weight + bias` with GPT-2's `[in, out]` weight, stored as column blocks.
+/// `x · weight + bias` with GPT-2's `[in, out]` weight.
 ///
-/// A batch-1 decode step is memory-bound, and burn's CPU backends run such a small matmul on one
-/// core. Splitting the weight into one block of output columns per thread and running the blocks in
-/// parallel streams the weights with every core (2× here on 2 cores). On a GPU there is one block.
+/// On CPU backends the weights stay on the host in their stored dtype and run through
+/// [`HostLinear`] (streams the weights once per 16 tokens, on every core); elsewhere they are a
+/// burn tensor and burn's matmul runs.
 #[derive(Debug, Clone)]
-pub struct Linear<B: Backend> {
-    blocks: Vec<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
+pub enum Linear<B: Backend> {
+    /// burn's matmul.
+    Burn {
+        /// `[in, out]`, f32.
+        weight: Tensor<B, 2>,
+        /// `[out]`.
+        bias: Option<Tensor<B, 1>>,
+    },
+    /// The host kernel.
+    Host {
+        /// Weights and bias.
+        linear: HostLinear,
+        /// Where results go.
+        device: B::Device,
+    },
 }
 
 impl<B: Backend> Linear<B> {
-    /// From a host weight `[in, out]` and optional bias `[out]`, in `chunks` column blocks.
+    /// From a host weight `[in, out]` (f32, f16 or bf16) and optional bias `[out]`.
     pub fn new(
         weight: TensorData,
         bias: Option<TensorData>,
-        chunks: usize,
+        host: bool,
         device: &B::Device,
     ) -> Self {
-        let weight = Tensor::<B, 2>::from_data(weight, device);
-        let bias = bias.map(|b| Tensor::<B, 1>::from_data(b, device));
-        let [inputs, outputs] = weight.dims();
-        let chunks = chunks.clamp(1, outputs.max(1));
-        if chunks == 1 {
-            return Linear {
-                blocks: vec![(weight, bias)],
+        if host && let Some(w) = host_weights(&weight) {
+            let [inputs, outputs] = [weight.shape[0], weight.shape[1]];
+            let bias = bias.and_then(|b| b.convert::<f32>().into_vec::<f32>().ok());
+            return Linear::Host {
+                linear: HostLinear::new(inputs, outputs, w, bias),
+                device: device.clone(),
             };
         }
-        let width = outputs.div_ceil(chunks);
-        let blocks = (0..outputs)
-            .step_by(width)
-            .map(|start| {
-                let end = (start + width).min(outputs);
-                // A fresh contiguous copy, so each block streams its own memory.
-                let w = Tensor::from_data(
-                    weight.clone().slice([0..inputs, start..end]).into_data(),
-                    device,
-                );
-                let b = bias
-                    .clone()
-                    .map(|b| Tensor::from_data(b.slice(start..end).into_data(), device));
-                (w, b)
-            })
-            .collect();
-        Linear { blocks }
+        Linear::Burn {
+            weight: Tensor::from_data(weight.convert::<f32>(), device),
+            bias: bias.map(|b| Tensor::from_data(b.convert::<f32>(), device)),
+        }
     }
 
     /// From `[weight, bias]`.
-    pub fn with_bias([weight, bias]: [TensorData; 2], chunks: usize, device: &B::Device) -> Self {
-        Self::new(weight, Some(bias), chunks, device)
+    pub fn with_bias([weight, bias]: [TensorData; 2], host: bool, device: &B::Device) -> Self {
+        Self::new(weight, Some(bias), host, device)
     }
 
     /// `x` is `[rows, steps, in]`; returns `[rows, steps, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let run =
-            |(w, b): &(Tensor<B, 2>, Option<Tensor<B, 1>>)| linear(x.clone(), w.clone(), b.clone());
-        match self.blocks.as_slice() {
-            [one] => run(one),
-            blocks => Tensor::cat(blocks.par_iter().map(run).collect(), 2),
+        match self {
+            Linear::Burn { weight, bias } => linear(x, weight.clone(), bias.clone()),
+            Linear::Host { linear, device } => {
+                let [rows, steps, _] = x.dims();
+                let values = x
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .unwrap_or_default();
+                let y = linear.forward(&values, rows * steps);
+                Tensor::from_data(TensorData::new(y, [rows, steps, linear.outputs()]), device)
+            }
         }
     }
+}
+
+/// The host copy of a weight, in its stored dtype (`None` for other dtypes).
+fn host_weights(data: &TensorData) -> Option<HostWeights> {
+    Some(match data.dtype {
+        DType::F32 => HostWeights::F32(data.to_vec::<f32>().ok()?),
+        DType::F16 => HostWeights::F16(data.to_vec::<half::f16>().ok()?),
+        DType::BF16 => HostWeights::BF16(data.to_vec::<half::bf16>().ok()?),
+        _ => return None,
+    })
 }
 
 /// Layer norm over the last axis, through the backend's fused kernel.
@@ -85,8 +101,8 @@ impl<B: Backend> LayerNorm<B> {
     /// From host weight and bias.
     pub fn new([weight, bias]: [TensorData; 2], epsilon: f64, device: &B::Device) -> Self {
         LayerNorm {
-            weight: Tensor::from_data(weight, device),
-            bias: Tensor::from_data(bias, device),
+            weight: Tensor::from_data(weight.convert::<f32>(), device),
+            bias: Tensor::from_data(bias.convert::<f32>(), device),
             epsilon,
         }
     }
@@ -133,16 +149,16 @@ impl<B: Backend> Block<B> {
         w: crate::weights::BlockWeights,
         epsilon: f64,
         activation: Activation,
-        chunks: usize,
+        host: bool,
         device: &B::Device,
     ) -> Self {
         Block {
             ln_1: LayerNorm::new(w.ln_1, epsilon, device),
-            c_attn: Linear::with_bias(w.c_attn, chunks, device),
-            attn_proj: Linear::with_bias(w.attn_proj, chunks, device),
+            c_attn: Linear::with_bias(w.c_attn, host, device),
+            attn_proj: Linear::with_bias(w.attn_proj, host, device),
             ln_2: LayerNorm::new(w.ln_2, epsilon, device),
-            c_fc: Linear::with_bias(w.c_fc, chunks, device),
-            mlp_proj: Linear::with_bias(w.mlp_proj, chunks, device),
+            c_fc: Linear::with_bias(w.c_fc, host, device),
+            mlp_proj: Linear::with_bias(w.mlp_proj, host, device),
             activation,
         }
     }

@@ -1,12 +1,13 @@
 //! GPT-2 (transformers' `GPT2LMHeadModel`) on any burn backend.
 
 mod block;
+pub mod host_linear;
 
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Distribution, Int, Tensor, TensorData};
 use decode_core::{Batch, Cache, Error, KvCache, LanguageModel, Logits, Result};
 
 pub use block::{AttentionShape, Block, LayerNorm, Linear};
@@ -25,7 +26,7 @@ pub struct Gpt2<B: Backend> {
     wpe: Tensor<B, 2>,
     blocks: Vec<Block<B>>,
     ln_f: LayerNorm<B>,
-    /// `[n_embd, vocab_size]`: a transposed copy of the head, in column blocks like every linear.
+    /// `[n_embd, vocab_size]`: a transposed copy of the head (tied or not).
     lm_head: Linear<B>,
     device: B::Device,
 }
@@ -47,17 +48,17 @@ impl<B: Backend> Gpt2<B> {
 
     /// Builds the model from host weights already checked against `config`.
     pub fn from_weights(config: Gpt2Config, w: Gpt2Weights, device: &B::Device) -> Self {
-        let chunks = column_chunks::<B>(device);
+        let host = uses_host_kernels::<B>(device);
         let head = w.lm_head.unwrap_or_else(|| w.wte.clone());
-        let lm_head = Linear::new(transpose(head), None, chunks, device);
-        let wte = Tensor::<B, 2>::from_data(w.wte, device);
+        let lm_head = Linear::new(transpose(head), None, host, device);
+        let wte = Tensor::<B, 2>::from_data(w.wte.convert::<f32>(), device);
         let eps = config.layer_norm_epsilon;
         Gpt2 {
-            wpe: Tensor::from_data(w.wpe, device),
+            wpe: Tensor::from_data(w.wpe.convert::<f32>(), device),
             blocks: w
                 .blocks
                 .into_iter()
-                .map(|b| Block::new(b, eps, config.activation, chunks, device))
+                .map(|b| Block::new(b, eps, config.activation, host, device))
                 .collect(),
             ln_f: LayerNorm::new(w.ln_f, eps, device),
             lm_head,
@@ -224,23 +225,28 @@ impl<B: Backend> Gpt2<B> {
     }
 }
 
-/// `[a, b]` → `[b, a]`, on the host.
+/// `[a, b]` → `[b, a]`, on the host, in the stored dtype.
 fn transpose(t: TensorData) -> TensorData {
-    let [a, b] = [t.shape[0], t.shape[1]];
-    let values = t.to_vec::<f32>().unwrap_or_default();
-    let mut out = vec![0f32; values.len()];
-    for (i, row) in values.chunks_exact(b).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            out[j * a + i] = v;
+    fn flip<E: burn::tensor::Element>(t: &TensorData) -> Option<TensorData> {
+        let [a, b] = [t.shape[0], t.shape[1]];
+        let values = t.as_slice::<E>().ok()?;
+        let mut out = Vec::with_capacity(values.len());
+        for j in 0..b {
+            out.extend((0..a).map(|i| values[i * b + j]));
         }
+        Some(TensorData::new(out, [b, a]))
     }
-    TensorData::new(out, [b, a])
+    match t.dtype {
+        DType::F16 => flip::<half::f16>(&t),
+        DType::BF16 => flip::<half::bf16>(&t),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        flip::<f32>(&t.convert::<f32>()).unwrap_or(TensorData::new(Vec::<f32>::new(), [0, 0]))
+    })
 }
 
-/// Column blocks per linear layer: one per thread on CPU backends (see [`Linear`]), one elsewhere.
-fn column_chunks<B: Backend>(device: &B::Device) -> usize {
-    match B::name(device).as_str() {
-        "flex" | "ndarray" => rayon::current_num_threads(),
-        _ => 1,
-    }
+/// Whether linear layers run on the host kernel: on CPU backends (see [`host_linear`]).
+fn uses_host_kernels<B: Backend>(device: &B::Device) -> bool {
+    matches!(B::name(device).as_str(), "flex" | "ndarray")
 }
