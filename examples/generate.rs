@@ -1,6 +1,8 @@
 //! The `decode` command line: generate text with a GPT-2 checkpoint in the HuggingFace layout.
 //!
 //! ```text
+//! cargo run --release --example generate -- --prompt "And God said"          # the embedded model
+//! cargo run --release --example generate -- --prompt "And God said" --speculative
 //! cargo run --release --example generate -- --model path/to/gpt2 --prompt "Hello" --max-new-tokens 40
 //! cargo run --release --example generate -- --model path/to/gpt2 --prompt-ids 15496,995 --json
 //! ```
@@ -21,15 +23,17 @@ use decode::models::backend::{self, Cpu};
 use decode::models::{Gpt2, Tokenizer};
 use decode::samplers::speculative::{DraftModel, DraftSchedule, Drafter, PromptLookup};
 use decode::{Error, Result, Speculation, generate_text};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 /// Generate text with a GPT-2 model (HuggingFace layout: config.json + model.safetensors).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Model directory (config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt).
+    /// Model directory (config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt)
+    /// [default: the embedded KJV model, models/kjv-target].
     #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Tokenizer: a tokenizer.json file or a directory holding one (default: the model directory).
     #[arg(long, value_name = "PATH")]
     tokenizer: Option<PathBuf>,
@@ -107,6 +111,9 @@ struct Args {
     /// Speculative decoding with this draft model (same vocabulary as --model).
     #[arg(long, value_name = "DIR", conflicts_with = "prompt_lookup")]
     draft: Option<PathBuf>,
+    /// Speculative decoding with the embedded draft (models/kjv-draft), for the embedded target.
+    #[arg(long, conflicts_with_all = ["draft", "prompt_lookup"])]
+    speculative: bool,
     /// Speculative decoding with prompt lookup: match n-grams of at most N tokens in the context.
     #[arg(long, value_name = "N")]
     prompt_lookup: Option<usize>,
@@ -167,8 +174,8 @@ fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => {
-            // --help and --version
-            print!("{e}");
+            // --help and --version (a closed pipe is not an error here)
+            let _ = std::io::stdout().write_all(e.to_string().as_bytes());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -203,16 +210,54 @@ fn run(args: &Args) -> Result<()> {
 }
 
 fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
-    let model = Gpt2::<B>::load(&args.model, device)?;
-    let draft = match &args.draft {
-        Some(dir) => Some(Gpt2::<B>::load(dir, device)?),
+    let model = load::<B>(&model_dir(args)?, device)?;
+    let draft_dir = match (&args.draft, args.speculative, &args.model) {
+        (Some(dir), _, _) => Some(dir.clone()),
+        (None, true, None) => Some(decode::embedded::draft_dir()?),
+        (None, true, Some(_)) => {
+            return Err(Error::invalid(
+                "speculative",
+                "uses the embedded draft, which only fits the embedded target: give --draft DIR",
+            ));
+        }
+        (None, false, _) => None,
+    };
+    let draft = match &draft_dir {
+        Some(dir) => Some(load::<B>(dir, device)?),
         None => None,
     };
     generate(&model, draft.as_ref(), args)
 }
 
+/// `--model`, or the embedded target.
+fn model_dir(args: &Args) -> Result<PathBuf> {
+    match &args.model {
+        Some(dir) => Ok(dir.clone()),
+        None => decode::embedded::target_dir(),
+    }
+}
+
+/// Loads a model, with a progress bar on stderr for large files (when stderr is a terminal).
+fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt2<B>> {
+    let bar = ProgressBar::hidden();
+    let size = std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len());
+    if size > 64 << 20 {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_length(size);
+        bar.set_style(
+            ProgressStyle::with_template("loading {msg} {bar:30} {bytes}/{total_bytes} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(dir.display().to_string());
+    }
+    let model = Gpt2::<B>::load_with_progress(dir, device, &mut |done, _| bar.set_position(done));
+    bar.finish_and_clear();
+    model
+}
+
 fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
-    let path = args.tokenizer.as_deref().unwrap_or(&args.model);
+    let model = model_dir(args)?;
+    let path = args.tokenizer.as_deref().unwrap_or(&model);
     let has_files =
         |dir: &Path| dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file();
     match path {
@@ -232,7 +277,7 @@ fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
 
 /// The generation settings: the model's generation_config.json, then the flags given.
 fn generation_config(args: &Args) -> Result<GenerationConfig> {
-    let mut c = GenerationConfig::for_model_dir(&args.model)?;
+    let mut c = GenerationConfig::for_model_dir(model_dir(args)?)?;
     c.max_new_tokens = match (args.max_new_tokens, args.max_length) {
         (Some(n), _) => Some(n),
         (None, Some(_)) => None,
@@ -406,6 +451,5 @@ fn print_json(output: &GenerationOutput, tokenizer: Option<&Tokenizer>) -> Resul
     };
     let text = serde_json::to_string(&json)
         .map_err(|e| Error::Unsupported(format!("cannot write JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
+    writeln!(std::io::stdout(), "{text}").map_err(|e| Error::io("stdout", e))
 }

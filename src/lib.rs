@@ -5,8 +5,10 @@
 //!   errors and the generation loop;
 //! - [`models`] (`decode-models`): GPT-2 on burn, checkpoint loading, the tokenizer, backends;
 //! - [`samplers`] (`decode-samplers`): from logits to tokens, beam search;
-//! - [`generate_text`]: the loop with a tokenizer, streaming text deltas and stop strings.
+//! - [`generate_text`]: the loop with a tokenizer, streaming text deltas and stop strings;
+//! - [`embedded`]: the small KJV target + draft pair that ships in the repository.
 
+pub mod embedded;
 mod text;
 
 pub use decode_core as core;

@@ -89,6 +89,15 @@ pub fn expected_shapes(config: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
 impl Gpt2Weights {
     /// Reads `model.safetensors` at `path` for `config`.
     pub fn read(path: impl AsRef<Path>, config: &Gpt2Config) -> Result<Self> {
+        Self::read_with_progress(path, config, &mut |_, _| {})
+    }
+
+    /// Like [`Gpt2Weights::read`], reporting `(bytes read, total bytes)` as tensors are read.
+    pub fn read_with_progress(
+        path: impl AsRef<Path>,
+        config: &Gpt2Config,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -107,7 +116,7 @@ impl Gpt2Weights {
                 format!("not a valid safetensors file (truncated or corrupt): {e}"),
             )
         })?;
-        let mut tensors = read_all(&st, config, path)?;
+        let mut tensors = read_all(&st, config, path, size, progress)?;
         let mut take = |name: &str| {
             tensors
                 .remove(name)
@@ -150,7 +159,10 @@ fn read_all(
     st: &SafeTensors<'_>,
     config: &Gpt2Config,
     path: &Path,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<HashMap<String, TensorData>> {
+    let mut done = 0u64;
     let expected: HashMap<String, Vec<usize>> = expected_shapes(config).into_iter().collect();
     let mut found = HashMap::with_capacity(expected.len());
     // Sorted, so the first problem reported is the same on every run.
@@ -188,6 +200,8 @@ fn read_all(
                 ),
             )
         })?;
+        done += view.data().len() as u64;
+        progress(done, total);
         if found.insert(name.to_string(), data).is_some() {
             return Err(Error::format(path, format!("tensor {name} appears twice")));
         }

@@ -34,6 +34,15 @@ pub struct Gpt2<B: Backend> {
 impl<B: Backend> Gpt2<B> {
     /// Loads a HuggingFace GPT-2 directory (`config.json` + `model.safetensors`).
     pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        Self::load_with_progress(dir, device, &mut |_, _| {})
+    }
+
+    /// Like [`Gpt2::load`], reporting `(bytes read, total bytes)` of `model.safetensors`.
+    pub fn load_with_progress(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
             return Err(Error::io(
@@ -42,7 +51,8 @@ impl<B: Backend> Gpt2<B> {
             ));
         }
         let config = Gpt2Config::from_file(dir.join("config.json"))?;
-        let weights = Gpt2Weights::read(dir.join("model.safetensors"), &config)?;
+        let weights =
+            Gpt2Weights::read_with_progress(dir.join("model.safetensors"), &config, progress)?;
         Ok(Self::from_weights(config, weights, device))
     }
 
