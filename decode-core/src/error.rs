@@ -8,8 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file or folder could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// A file or folder could not be read (or an output could not be written).
+    #[error("{path}: {source}")]
     Io {
         /// The path that failed.
         path: PathBuf,
