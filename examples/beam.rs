@@ -33,7 +33,10 @@ fn main() -> decode::Result<()> {
     let out = beam_search(&model, &ids, &config, &chain)?;
     for (rank, seq) in out.sequences.iter().enumerate() {
         let score = seq.score.unwrap_or(f32::NAN);
-        println!("#{rank} ({score:.3}) {prompt}{}", tokenizer.decode(&seq.ids)?);
+        println!(
+            "#{rank} ({score:.3}) {prompt}{}",
+            tokenizer.decode(&seq.ids)?
+        );
     }
     Ok(())
 }

@@ -37,6 +37,11 @@ impl Batch {
         }
     }
 
+    /// Rows of any lengths, left-padded with `pad_id` to the longest.
+    pub fn left_padded(rows: &[Vec<u32>], pad_id: u32) -> Self {
+        Self::padded(rows, pad_id, true)
+    }
+
     /// One token per row, where `real[row] == false` marks a row that only pads (a finished
     /// sequence of a batch): it is masked and does not advance.
     pub fn column_masked(tokens: &[u32], real: &[bool]) -> Self {
@@ -51,15 +56,22 @@ impl Batch {
     /// Rows of any lengths, right-padded with `pad_id` (masked) to the longest: each row's last real
     /// token is at `row.len() - 1`. Speculative decoding feeds drafts of different lengths this way.
     pub fn right_padded(rows: &[Vec<u32>], pad_id: u32) -> Self {
+        Self::padded(rows, pad_id, false)
+    }
+
+    fn padded(rows: &[Vec<u32>], pad_id: u32, left: bool) -> Self {
         let steps = rows.iter().map(Vec::len).max().unwrap_or(0);
         let mut tokens = Vec::with_capacity(rows.len() * steps);
         let mut real = Vec::with_capacity(rows.len() * steps);
         for row in rows {
-            let pad = steps - row.len();
-            tokens.extend(row.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
-            real.extend(
-                std::iter::repeat_n(true, row.len()).chain(std::iter::repeat_n(false, pad)),
-            );
+            let pads = steps - row.len();
+            let (before, after) = if left { (pads, 0) } else { (0, pads) };
+            tokens.extend(std::iter::repeat_n(pad_id, before));
+            tokens.extend_from_slice(row);
+            tokens.extend(std::iter::repeat_n(pad_id, after));
+            real.extend(std::iter::repeat_n(false, before));
+            real.extend(std::iter::repeat_n(true, row.len()));
+            real.extend(std::iter::repeat_n(false, after));
         }
         let real = real.contains(&false).then_some(real);
         Batch {
@@ -86,27 +98,6 @@ impl Batch {
             tokens: rows.concat(),
             real: None,
         })
-    }
-
-    /// Rows of any lengths, left-padded with `pad_id` to the longest.
-    pub fn left_padded(rows: &[Vec<u32>], pad_id: u32) -> Self {
-        let steps = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut tokens = Vec::with_capacity(rows.len() * steps);
-        let mut real = Vec::with_capacity(rows.len() * steps);
-        for row in rows {
-            let pad = steps - row.len();
-            tokens.extend(std::iter::repeat_n(pad_id, pad).chain(row.iter().copied()));
-            real.extend(
-                std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, row.len())),
-            );
-        }
-        let real = real.contains(&false).then_some(real);
-        Batch {
-            rows: rows.len(),
-            steps,
-            tokens,
-            real,
-        }
     }
 
     /// Number of rows.

@@ -131,22 +131,12 @@ where
     M: LanguageModel,
     S: Sampler,
 {
-    config.validate()?;
     if config.num_beams > 1 {
         return Err(Error::Unsupported(
             "num_beams > 1 in generate(); call decode_samplers::beam_search".into(),
         ));
     }
-    if prompts.is_empty() {
-        return Err(Error::invalid("prompt", "no prompts given"));
-    }
-    for prompt in prompts {
-        check_prompt(model, prompt, config.new_tokens_for(prompt.len()))?;
-    }
-    let eos: Vec<u32> = match &config.eos_token_ids {
-        Some(ids) => ids.clone(),
-        None => model.eos_token_ids().to_vec(),
-    };
+    let eos = check_request(model, prompts, config)?;
     let pad = eos.first().copied().unwrap_or(0);
     let copies = config.num_return_sequences;
     let mut rows: Vec<Row> = prompts
@@ -217,22 +207,56 @@ where
     if decoded > 0 && stats.decode_seconds > 0.0 {
         stats.tokens_per_second = decoded as f64 / stats.decode_seconds;
     }
+    let sequences = rows.into_iter().map(|row| {
+        let sequence = Sequence {
+            ids: row.tokens[row.prompt_len..].to_vec(),
+            logprobs: row.logprobs,
+            score: None,
+        };
+        (row.prompt, sequence)
+    });
+    Ok(collect_outputs(prompts, sequences, &stats))
+}
+
+/// Checks a generation request before anything runs (the config, then every prompt against the
+/// model and its token budget) and returns the EOS ids it stops on: the config's, else the model's.
+pub fn check_request<M: LanguageModel>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+) -> Result<Vec<u32>> {
+    config.validate()?;
+    if prompts.is_empty() {
+        return Err(Error::invalid("prompt", "no prompts given"));
+    }
+    for prompt in prompts {
+        check_prompt(model, prompt, config.new_tokens_for(prompt.len()))?;
+    }
+    Ok(match &config.eos_token_ids {
+        Some(ids) => ids.clone(),
+        None => model.eos_token_ids().to_vec(),
+    })
+}
+
+/// One output per prompt, from `(prompt index, sequence)` pairs in order; every output carries
+/// the call's `stats`.
+pub fn collect_outputs(
+    prompts: &[Vec<u32>],
+    sequences: impl IntoIterator<Item = (usize, Sequence)>,
+    stats: &GenerationStats,
+) -> Vec<GenerationOutput> {
     let mut outputs: Vec<GenerationOutput> = prompts
         .iter()
         .map(|p| GenerationOutput {
             prompt_ids: p.clone(),
-            sequences: Vec::with_capacity(copies),
+            sequences: Vec::new(),
             stats: stats.clone(),
         })
         .collect();
-    for row in rows {
-        outputs[row.prompt].sequences.push(Sequence {
-            ids: row.tokens[row.prompt_len..].to_vec(),
-            logprobs: row.logprobs,
-            score: None,
-        });
+    for (prompt, sequence) in sequences {
+        outputs[prompt].sequences.push(sequence);
     }
-    Ok(outputs)
+    outputs
 }
 
 /// Greedy decoding of one prompt: at each step the highest logit wins (the first on ties, as

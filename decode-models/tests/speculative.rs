@@ -11,7 +11,7 @@ use decode_models::backend::{Cpu, cpu_device};
 use decode_models::weights::Gpt2Weights;
 use decode_models::{Gpt2, Gpt2Config};
 use decode_samplers::SamplerChain;
-use decode_samplers::probs::softmax;
+use decode_samplers::probs::{chi_square, chi_square_critical_1e4, softmax};
 use decode_samplers::speculative::{
     Draft, DraftModel, DraftRequest, DraftSchedule, Drafter, PromptLookup, speculative_generate,
 };
@@ -367,36 +367,10 @@ fn speculative_sampling_follows_the_target_distribution() {
             );
         }
         let (stat, df) = chi_square(&counts, &want, RUNS as u64);
-        let limit = critical_1e4(df);
+        let limit = chi_square_critical_1e4(df);
         assert!(
             stat < limit,
             "{name}: chi-square {stat:.1} ≥ {limit:.1} with {df} df"
         );
     }
-}
-
-/// Pearson's statistic over bins with expected count ≥ 5 (the rest pooled), and its degrees of freedom.
-fn chi_square(counts: &[u64], probs: &[f64], draws: u64) -> (f64, usize) {
-    let (mut stat, mut bins, mut pooled_obs, mut pooled_exp) = (0.0, 0usize, 0.0, 0.0);
-    for (&c, &p) in counts.iter().zip(probs) {
-        let expected = p * draws as f64;
-        if expected >= 5.0 {
-            stat += (c as f64 - expected).powi(2) / expected;
-            bins += 1;
-        } else {
-            pooled_obs += c as f64;
-            pooled_exp += expected;
-        }
-    }
-    if pooled_exp > 0.0 {
-        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp.max(5.0);
-        bins += 1;
-    }
-    (stat, bins.saturating_sub(1))
-}
-
-/// The value a chi-square with `df` degrees exceeds with probability 1e-4 (Wilson–Hilferty).
-fn critical_1e4(df: usize) -> f64 {
-    let k = df as f64;
-    k * (1.0 - 2.0 / (9.0 * k) + 3.719 * (2.0 / (9.0 * k)).sqrt()).powi(3)
 }

@@ -60,6 +60,36 @@ pub fn finite_ascending(logits: &[f32], out: &mut Vec<u32>) {
     });
 }
 
+/// Pearson's chi-square statistic of `counts` (from `draws` draws) against the probabilities
+/// `probs`, over the bins expecting at least 5 draws (the rest pooled into one), with its degrees of
+/// freedom. For checking that a sampler draws from the distribution it claims.
+pub fn chi_square(counts: &[u64], probs: &[f64], draws: u64) -> (f64, usize) {
+    let (mut stat, mut bins, mut pooled_obs, mut pooled_exp) = (0.0, 0usize, 0.0, 0.0);
+    for (&c, &p) in counts.iter().zip(probs) {
+        let expected = p * draws as f64;
+        if expected >= 5.0 {
+            stat += (c as f64 - expected).powi(2) / expected;
+            bins += 1;
+        } else {
+            pooled_obs += c as f64;
+            pooled_exp += expected;
+        }
+    }
+    if pooled_exp > 0.0 {
+        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp.max(5.0);
+        bins += 1;
+    }
+    (stat, bins.saturating_sub(1))
+}
+
+/// The value a chi-square variable with `df` degrees of freedom exceeds with probability 1e-4
+/// (Wilson–Hilferty approximation).
+pub fn chi_square_critical_1e4(df: usize) -> f64 {
+    let k = df.max(1) as f64;
+    let z = 3.719; // the standard normal's 1 − 1e-4 quantile
+    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

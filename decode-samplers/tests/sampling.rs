@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use decode_core::{Context, LogitsProcessor, Sampler};
 use decode_samplers::SamplerChain;
+use decode_samplers::probs::{chi_square, chi_square_critical_1e4};
 use decode_samplers::processors::{MinP, RepetitionPenalty, Temperature, TopK, TopP};
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,35 +31,6 @@ fn processor(kind: &str, p: &Value) -> Box<dyn LogitsProcessor> {
         "repetition_penalty" => Box::new(RepetitionPenalty::new(f("penalty")).unwrap()),
         other => panic!("no {other} in sampling cases"),
     }
-}
-
-/// Pearson's statistic over bins with expected count ≥ 5 (the rest pooled), and its degrees of
-/// freedom.
-pub fn chi_square(counts: &[u64], probs: &[f64], draws: u64) -> (f64, usize) {
-    let (mut stat, mut bins) = (0.0, 0usize);
-    let (mut pooled_obs, mut pooled_exp) = (0.0, 0.0);
-    for (&c, &p) in counts.iter().zip(probs) {
-        let expected = p * draws as f64;
-        if expected >= 5.0 {
-            stat += (c as f64 - expected).powi(2) / expected;
-            bins += 1;
-        } else {
-            pooled_obs += c as f64;
-            pooled_exp += expected;
-        }
-    }
-    if pooled_exp >= 5.0 {
-        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp;
-        bins += 1;
-    }
-    (stat, bins.saturating_sub(1))
-}
-
-/// The chi-square value exceeded with probability 1e-4 (Wilson–Hilferty), for `df` degrees.
-pub fn critical_1e4(df: usize) -> f64 {
-    let k = df as f64;
-    let z = 3.719; // one-sided normal quantile for 1e-4
-    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
 }
 
 #[test]
@@ -98,7 +70,7 @@ fn sampled_frequencies_follow_the_processed_distribution() {
         let (stat, df) = chi_square(&counts, &probs, DRAWS);
         assert!(df >= 3, "{}: too few bins", case.name);
         assert!(
-            stat < critical_1e4(df),
+            stat < chi_square_critical_1e4(df),
             "{}: chi-square {stat:.1} with {df} df",
             case.name
         );
@@ -111,5 +83,5 @@ fn a_wrong_distribution_is_caught() {
     let probs = [0.3, 0.3, 0.2, 0.2];
     let counts = [6400, 5600, 4000, 4000]; // 0.32 / 0.28 instead of 0.3 / 0.3
     let (stat, df) = chi_square(&counts, &probs, 20_000);
-    assert!(stat > critical_1e4(df), "chi-square {stat}");
+    assert!(stat > chi_square_critical_1e4(df), "chi-square {stat}");
 }

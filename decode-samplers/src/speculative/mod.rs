@@ -16,7 +16,7 @@ mod verify;
 
 use std::time::Instant;
 
-use decode_core::generate::{Flow, TokenEvent, check_prompt, log_softmax_at};
+use decode_core::generate::{Flow, TokenEvent, check_request, collect_outputs, log_softmax_at};
 use decode_core::{
     Batch, Cache, Error, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel,
     LogitsProcessor, PositionStats, Result, Sequence, SpeculativeStats,
@@ -54,7 +54,6 @@ pub fn speculative_generate<M: LanguageModel>(
     mut make_chain: impl FnMut(usize) -> SamplerChain,
     mut on_token: impl FnMut(&TokenEvent<'_>) -> Flow,
 ) -> Result<Vec<GenerationOutput>> {
-    config.validate()?;
     if config.num_beams > 1 {
         return Err(Error::Unsupported(
             "beam search with a draft model or prompt lookup".into(),
@@ -68,16 +67,7 @@ pub fn speculative_generate<M: LanguageModel>(
             model.vocab_size()
         )));
     }
-    if prompts.is_empty() {
-        return Err(Error::invalid("prompt", "no prompts given"));
-    }
-    for prompt in prompts {
-        check_prompt(model, prompt, config.new_tokens_for(prompt.len()))?;
-    }
-    let eos: Vec<u32> = match &config.eos_token_ids {
-        Some(ids) => ids.clone(),
-        None => model.eos_token_ids().to_vec(),
-    };
+    let eos = check_request(model, prompts, config)?;
     let pad = eos.first().copied().unwrap_or(0);
     let mut rows: Vec<Row> = Vec::new();
     for (p, prompt) in prompts.iter().enumerate() {
@@ -236,20 +226,13 @@ pub fn speculative_generate<M: LanguageModel>(
         stats.tokens_per_second = stats.new_tokens as f64 / stats.decode_seconds;
     }
     stats.speculative = Some(spec);
-    let mut outputs: Vec<GenerationOutput> = prompts
-        .iter()
-        .map(|p| GenerationOutput {
-            prompt_ids: p.clone(),
-            sequences: Vec::new(),
-            stats: stats.clone(),
-        })
-        .collect();
-    for row in rows {
-        outputs[row.prompt].sequences.push(Sequence {
+    let sequences = rows.into_iter().map(|row| {
+        let sequence = Sequence {
             ids: row.tokens[row.prompt_len..].to_vec(),
             logprobs: row.logprobs,
             score: None,
-        });
-    }
-    Ok(outputs)
+        };
+        (row.prompt, sequence)
+    });
+    Ok(collect_outputs(prompts, sequences, &stats))
 }
