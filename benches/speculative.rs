@@ -5,6 +5,9 @@
 //! `cargo run --release --example speculative` prints the same sweep as speed-ups beside the
 //! formula's prediction.
 //!
+//! Also the embedded KJV pair (real acceptance): `speculative/kjv_plain_greedy` against
+//! `speculative/kjv_draft_gamma4` (greedy, 64 new tokens), when `models/` is present.
+//!
 //! `cargo bench --bench speculative`
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -12,7 +15,9 @@ use decode::core::{Flow, GenerationConfig, generate, greedy};
 use decode::models::backend::{Cpu, cpu_device};
 use decode::models::{Gpt2, Gpt2Config};
 use decode::samplers::SamplerChain;
-use decode::samplers::speculative::{DraftSchedule, OracleDrafter, speculative_generate};
+use decode::samplers::speculative::{
+    DraftModel, DraftSchedule, OracleDrafter, speculative_generate,
+};
 
 const NEW: usize = 24;
 
@@ -67,7 +72,54 @@ fn benches(c: &mut Criterion) {
             });
         }
     }
+    embedded_pair(&mut group);
     group.finish();
+}
+
+fn embedded_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    let (Ok(target_dir), Ok(draft_dir)) = (
+        decode::embedded::target_dir(),
+        decode::embedded::draft_dir(),
+    ) else {
+        eprintln!("models/ is missing: skipping the embedded pair");
+        return;
+    };
+    let target = Gpt2::<Cpu>::load(&target_dir, &cpu_device()).unwrap();
+    let draft = Gpt2::<Cpu>::load(&draft_dir, &cpu_device()).unwrap();
+    let tokenizer = decode::models::Tokenizer::from_dir(&target_dir).unwrap();
+    let prompts = [tokenizer.encode("And God said unto Moses,").unwrap()];
+    let config = GenerationConfig {
+        max_new_tokens: Some(64),
+        ignore_eos: true,
+        ..GenerationConfig::default()
+    };
+    group.bench_function("kjv_plain_greedy", |b| {
+        b.iter(|| {
+            generate(
+                &target,
+                &prompts,
+                &config,
+                |_| SamplerChain::greedy(),
+                |_| Flow::Continue,
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function("kjv_draft_gamma4", |b| {
+        b.iter(|| {
+            let mut drafter = DraftModel::new(&draft, 0);
+            speculative_generate(
+                &target,
+                &mut drafter,
+                &prompts,
+                &config,
+                DraftSchedule::Constant(4),
+                |_| SamplerChain::greedy(),
+                |_| Flow::Continue,
+            )
+            .unwrap()
+        })
+    });
 }
 
 criterion_group!(speculative, benches);
