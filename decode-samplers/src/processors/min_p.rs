@@ -32,6 +32,9 @@ impl MinP {
 
 impl LogitsProcessor for MinP {
     fn apply(&mut self, _ctx: &Context<'_>, logits: &mut [f32]) {
+        if logits.is_empty() {
+            return;
+        }
         softmax_into(logits, &mut self.probs);
         let top = self.probs.iter().copied().fold(0f32, f32::max);
         let threshold = (self.min_p as f32) * top;

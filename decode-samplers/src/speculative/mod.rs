@@ -140,15 +140,18 @@ pub fn speculative_generate<M: LanguageModel>(
                 rows.len()
             )));
         }
+        let vocab = model.vocab_size();
+        for (draft, &max) in drafts.iter_mut().zip(&maxes) {
+            draft.tokens.truncate(max);
+            check_draft(draft, vocab)?;
+        }
         let inputs: Vec<Vec<u32>> = rows
             .iter()
             .zip(drafts.iter_mut())
-            .zip(&maxes)
-            .map(|((r, d), &max)| {
+            .map(|(r, d)| {
                 if r.done {
                     return Vec::new();
                 }
-                d.tokens.truncate(max);
                 let mut input = vec![r.tokens[r.tokens.len() - 1]];
                 input.extend_from_slice(&d.tokens);
                 input
@@ -235,4 +238,25 @@ pub fn speculative_generate<M: LanguageModel>(
         (row.prompt, sequence)
     });
     Ok(collect_outputs(prompts, sequences, &stats))
+}
+
+/// A drafter's proposal must name tokens of the vocabulary and, when it has distributions, one
+/// full distribution per token.
+fn check_draft(draft: &Draft, vocab: usize) -> Result<()> {
+    if let Some(&id) = draft.tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::TokenOutOfRange {
+            id,
+            vocab_size: vocab,
+        });
+    }
+    if let Some(probs) = &draft.probs
+        && (probs.len() < draft.tokens.len() || probs.iter().any(|q| q.len() != vocab))
+    {
+        return Err(Error::Shape(format!(
+            "a draft of {} tokens came with {} distributions (each must have {vocab} entries)",
+            draft.tokens.len(),
+            probs.len()
+        )));
+    }
+    Ok(())
 }
