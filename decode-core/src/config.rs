@@ -169,11 +169,6 @@ impl GenerationConfig {
             .unwrap_or_else(|| self.max_length.saturating_sub(prompt_len))
     }
 
-    /// Whether sampling processors (temperature, top-k, top-p, min-p, typical-p) apply.
-    pub fn samples(&self) -> bool {
-        self.do_sample
-    }
-
     /// Checks every parameter's range; the error names the parameter as the CLI spells it.
     pub fn validate(&self) -> Result<()> {
         let positive = |name: &'static str, v: f64| {

@@ -147,7 +147,7 @@ pub fn speculative_generate<M: LanguageModel>(
         }
         let inputs: Vec<Vec<u32>> = rows
             .iter()
-            .zip(drafts.iter_mut())
+            .zip(&drafts)
             .map(|(r, d)| {
                 if r.done {
                     return Vec::new();
