@@ -16,6 +16,8 @@ use rayon::prelude::*;
 const TILE: usize = 64;
 /// Rows (tokens) per pass over the weights: a γ ≤ 15 verify pass streams them once.
 const ROWS: usize = 16;
+/// Below this many multiply-adds a product runs on the calling thread: waking the pool costs more.
+const PARALLEL_WORK: usize = 1 << 20;
 
 /// An element type the kernel can widen to f32.
 pub trait Weight: Copy + Send + Sync + Default + 'static {
@@ -111,14 +113,17 @@ impl HostLinear {
         for r0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - r0);
             let xs = &x[r0 * k..(r0 + rows) * k];
-            let tiles: Vec<[f32; ROWS * TILE]> = (0..n.div_ceil(TILE))
-                .into_par_iter()
-                .map(|t| match &self.tiled {
-                    Tiled::F32(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
-                    Tiled::F16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
-                    Tiled::BF16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
-                })
-                .collect();
+            let one = |t: usize| match &self.tiled {
+                Tiled::F32(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
+                Tiled::F16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
+                Tiled::BF16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
+            };
+            let count = n.div_ceil(TILE);
+            let tiles: Vec<[f32; ROWS * TILE]> = if rows * k * n >= PARALLEL_WORK {
+                (0..count).into_par_iter().map(one).collect()
+            } else {
+                (0..count).map(one).collect()
+            };
             for (t, acc) in tiles.iter().enumerate() {
                 let c0 = t * TILE;
                 let width = TILE.min(n - c0);
@@ -207,16 +212,11 @@ mod simd {
         unsafe {
             // Two rows at a time: 16 accumulators, and each weight load feeds two FMAs.
             let mut i = 0;
-            while i < rows {
-                let pair = rows - i >= 2;
+            while i + 2 <= rows {
                 let mut a0 = [_mm256_setzero_ps(); TILE / 8];
                 let mut a1 = [_mm256_setzero_ps(); TILE / 8];
                 let x0 = xs.as_ptr().add(i * k);
-                let x1 = if pair {
-                    xs.as_ptr().add((i + 1) * k)
-                } else {
-                    x0
-                };
+                let x1 = xs.as_ptr().add((i + 1) * k);
                 for kk in 0..k {
                     let s0 = _mm256_set1_ps(*x0.add(kk));
                     let s1 = _mm256_set1_ps(*x1.add(kk));
@@ -229,11 +229,24 @@ mod simd {
                 }
                 for j in 0..TILE / 8 {
                     _mm256_storeu_ps(out.as_mut_ptr().add(i * TILE + j * 8), a0[j]);
-                    if pair {
-                        _mm256_storeu_ps(out.as_mut_ptr().add((i + 1) * TILE + j * 8), a1[j]);
-                    }
+                    _mm256_storeu_ps(out.as_mut_ptr().add((i + 1) * TILE + j * 8), a1[j]);
                 }
                 i += 2;
+            }
+            // The odd row (a single decode step is one).
+            if i < rows {
+                let mut a0 = [_mm256_setzero_ps(); TILE / 8];
+                let x0 = xs.as_ptr().add(i * k);
+                for kk in 0..k {
+                    let s0 = _mm256_set1_ps(*x0.add(kk));
+                    let row = w.as_ptr().add(kk * TILE);
+                    for (j, a) in a0.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(s0, load8(row.add(j * 8)), *a);
+                    }
+                }
+                for (j, a) in a0.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(i * TILE + j * 8), *a);
+                }
             }
         }
         out
