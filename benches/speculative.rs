@@ -6,7 +6,7 @@
 //! formula's prediction.
 //!
 //! Also the embedded KJV pair (real acceptance): `speculative/kjv_plain_greedy` against
-//! `speculative/kjv_draft_gamma4` (greedy, 64 new tokens), when `models/` is present.
+//! `speculative/kjv_draft_gamma1` (greedy, 64 new tokens), when `models/` is present.
 //!
 //! `cargo bench --bench speculative`
 
@@ -105,7 +105,7 @@ fn embedded_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measuremen
             .unwrap()
         })
     });
-    group.bench_function("kjv_draft_gamma4", |b| {
+    group.bench_function("kjv_draft_gamma1", |b| {
         b.iter(|| {
             let mut drafter = DraftModel::new(&draft, 0);
             speculative_generate(
@@ -113,7 +113,7 @@ fn embedded_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measuremen
                 &mut drafter,
                 &prompts,
                 &config,
-                DraftSchedule::Constant(4),
+                DraftSchedule::Constant(1),
                 |_| SamplerChain::greedy(),
                 |_| Flow::Continue,
             )

@@ -59,7 +59,7 @@ fn embedded_pair() -> decode::Result<()> {
         &mut drafter,
         &prompts,
         &config,
-        DraftSchedule::Constant(4),
+        DraftSchedule::Constant(1),
         |_| SamplerChain::greedy(),
         |_| Flow::Continue,
     )?;
@@ -73,7 +73,7 @@ fn embedded_pair() -> decode::Result<()> {
         tokenizer.decode(&fast[0].sequences[0].ids)?
     );
     println!(
-        "\nplain {:.0} tok/s ({} target passes); speculative γ=4 {:.0} tok/s ({} target passes, {} draft passes), acceptance {:.0}%, {:.2} drafts kept per pass",
+        "\nplain {:.0} tok/s ({} target passes); speculative γ=1 {:.0} tok/s ({} target passes, {} draft passes), acceptance {:.0}%, {:.2} drafts kept per pass",
         plain[0].stats.new_tokens as f64
             / (plain[0].stats.prefill_seconds + plain[0].stats.decode_seconds),
         plain[0].stats.target_forward_calls,

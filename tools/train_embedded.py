@@ -71,6 +71,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -374,7 +375,8 @@ def main():
     eot_id = tok.token_to_id(EOT)
     vocab = tok.get_vocab_size()
     os.makedirs(out, exist_ok=True)
-    tmp_tok = os.path.join(out, ".tokenizer.json.tmp")
+    tmp_dir = tempfile.mkdtemp(prefix="train_embedded_")  # nothing half-made lands in --out
+    tmp_tok = os.path.join(tmp_dir, "tokenizer.json")
     tok.save(tmp_tok)
     tok = Tokenizer.from_file(tmp_tok)  # use exactly what is saved
     train_stream = encode_stream(tok, train_texts, eot_id)
@@ -524,7 +526,7 @@ def main():
             shutil.rmtree(d)
     save_model(target, tdir, tmp_tok, eot_id)
     save_model(draft, ddir, tmp_tok, eot_id)
-    os.remove(tmp_tok)
+    shutil.rmtree(tmp_dir)
     tp, dp = n_params(target), n_params(draft)
     del target, draft
 
