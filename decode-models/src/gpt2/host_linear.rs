@@ -113,18 +113,22 @@ impl HostLinear {
         for r0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - r0);
             let xs = &x[r0 * k..(r0 + rows) * k];
-            let one = |t: usize| match &self.tiled {
-                Tiled::F32(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
-                Tiled::F16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
-                Tiled::BF16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k),
+            // Tile-major scratch, `rows × TILE` per tile, sized to the rows actually present.
+            let mut scratch = vec![0f32; n.div_ceil(TILE) * rows * TILE];
+            let one = |(t, out): (usize, &mut [f32])| match &self.tiled {
+                Tiled::F32(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
+                Tiled::F16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
+                Tiled::BF16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
             };
-            let count = n.div_ceil(TILE);
-            let tiles: Vec<[f32; ROWS * TILE]> = if rows * k * n >= PARALLEL_WORK {
-                (0..count).into_par_iter().map(one).collect()
+            if rows * k * n >= PARALLEL_WORK {
+                scratch
+                    .par_chunks_mut(rows * TILE)
+                    .enumerate()
+                    .for_each(one);
             } else {
-                (0..count).map(one).collect()
-            };
-            for (t, acc) in tiles.iter().enumerate() {
+                scratch.chunks_mut(rows * TILE).enumerate().for_each(one);
+            }
+            for (t, acc) in scratch.chunks(rows * TILE).enumerate() {
                 let c0 = t * TILE;
                 let width = TILE.min(n - c0);
                 for i in 0..rows {
@@ -142,16 +146,18 @@ impl HostLinear {
     }
 }
 
-/// One tile: `acc[i][j] = Σ_k xs[i][k] · w[k][j]` for `rows` rows, `w` being `[k][TILE]`.
-fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize) -> [f32; ROWS * TILE] {
+/// One tile: `out[i][j] = Σ_k xs[i][k] · w[k][j]` for `rows` rows, `w` being `[k][TILE]` and
+/// `out` `[rows][TILE]`.
+fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if simd::available() {
             // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-            return unsafe { simd::tile(w, xs, rows, k) };
+            unsafe { simd::tile(w, xs, rows, k, out) };
+            return;
         }
     }
-    let mut acc = [0f32; ROWS * TILE];
+    let acc = out;
     let mut wide = [0f32; TILE];
     for kk in 0..k {
         for (d, s) in wide.iter_mut().zip(&w[kk * TILE..(kk + 1) * TILE]) {
@@ -164,7 +170,6 @@ fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize) -> [f32; ROWS * T
             }
         }
     }
-    acc
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -174,7 +179,7 @@ mod simd {
 
     use half::{bf16, f16};
 
-    use super::{ROWS, TILE, Weight};
+    use super::{TILE, Weight};
 
     /// Whether the AVX2 + FMA + F16C kernel can run here.
     pub fn available() -> bool {
@@ -214,14 +219,8 @@ mod simd {
 
     /// The tile with 8-wide FMAs; the TILE = 64 accumulators of a row stay in 8 registers.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn tile<T: Weight>(
-        w: &[T],
-        xs: &[f32],
-        rows: usize,
-        k: usize,
-    ) -> [f32; ROWS * TILE] {
-        let mut out = [0f32; ROWS * TILE];
-        debug_assert!(w.len() >= k * TILE && xs.len() >= rows * k);
+    pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+        assert!(w.len() >= k * TILE && xs.len() >= rows * k && out.len() >= rows * TILE);
         unsafe {
             // Two rows at a time: 16 accumulators, and each weight load feeds two FMAs.
             let mut i = 0;
@@ -264,7 +263,6 @@ mod simd {
                 }
             }
         }
-        out
     }
 }
 
