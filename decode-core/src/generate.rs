@@ -20,6 +20,17 @@ pub struct Sequence {
     pub score: Option<f32>,
 }
 
+impl Sequence {
+    /// The generated part of `tokens` (everything after the prompt), with its log-probabilities.
+    pub fn generated(tokens: &[u32], prompt_len: usize, logprobs: Vec<f32>) -> Self {
+        Sequence {
+            ids: tokens[prompt_len.min(tokens.len())..].to_vec(),
+            logprobs,
+            score: None,
+        }
+    }
+}
+
 /// How a generation went.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GenerationStats {
@@ -208,12 +219,10 @@ where
         stats.tokens_per_second = decoded as f64 / stats.decode_seconds;
     }
     let sequences = rows.into_iter().map(|row| {
-        let sequence = Sequence {
-            ids: row.tokens[row.prompt_len..].to_vec(),
-            logprobs: row.logprobs,
-            score: None,
-        };
-        (row.prompt, sequence)
+        (
+            row.prompt,
+            Sequence::generated(&row.tokens, row.prompt_len, row.logprobs),
+        )
     });
     Ok(collect_outputs(prompts, sequences, &stats))
 }

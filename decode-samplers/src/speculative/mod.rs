@@ -230,12 +230,10 @@ pub fn speculative_generate<M: LanguageModel>(
     }
     stats.speculative = Some(spec);
     let sequences = rows.into_iter().map(|row| {
-        let sequence = Sequence {
-            ids: row.tokens[row.prompt_len..].to_vec(),
-            logprobs: row.logprobs,
-            score: None,
-        };
-        (row.prompt, sequence)
+        (
+            row.prompt,
+            Sequence::generated(&row.tokens, row.prompt_len, row.logprobs),
+        )
     });
     Ok(collect_outputs(prompts, sequences, &stats))
 }
