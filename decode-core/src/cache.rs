@@ -49,6 +49,18 @@ pub struct Step<B: Backend> {
     pub mask: Option<Tensor<B, 4, Bool>>,
 }
 
+/// One layer of a [`KvCache`] in host memory: keys and values `[rows, heads, capacity, head_dim]`,
+/// row-major f32 (see [`KvCache::take_host`]).
+#[derive(Debug)]
+pub struct HostLayer {
+    /// Keys.
+    pub keys: Vec<f32>,
+    /// Values.
+    pub values: Vec<f32>,
+    /// `[rows, heads, capacity, head_dim]`.
+    pub shape: [usize; 4],
+}
+
 /// A preallocated per-layer key/value cache on a burn backend: `[rows, heads, capacity, head_dim]`.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
@@ -160,6 +172,49 @@ impl<B: Backend> KvCache<B> {
         let out = (ck.clone().slice(all.clone()), cv.clone().slice(all));
         *slot = Some((ck, cv));
         Ok(out)
+    }
+
+    /// Whether each slot of `row` holds a real token (`false` for padding and rolled-back slots).
+    /// Slots `0..len`; empty for a row that does not exist.
+    pub fn real_slots(&self, row: usize) -> &[bool] {
+        self.real.get(row).map_or(&[], Vec::as_slice)
+    }
+
+    /// Moves every layer's keys and values into host memory for a forward pass computed there
+    /// (the CPU path). On CPU backends the buffers move without a copy. Give them back with
+    /// [`KvCache::restore_host`] before anything else touches the cache.
+    pub fn take_host(&mut self) -> Result<Vec<HostLayer>> {
+        let shape = [self.rows, self.heads, self.capacity, self.head_dim];
+        if let Some(layer) = self.layers.iter().position(Option::is_none) {
+            return Err(Error::Shape(format!("cache layer {layer} is in use")));
+        }
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (layer, slot) in self.layers.iter_mut().enumerate() {
+            let (k, v) = slot
+                .take()
+                .ok_or_else(|| Error::Shape(format!("cache layer {layer} is in use")))?;
+            let host = |t: Tensor<B, 4>| {
+                t.into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| Error::Shape(format!("reading cache layer {layer}: {e:?}")))
+            };
+            out.push(HostLayer {
+                keys: host(k)?,
+                values: host(v)?,
+                shape,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Puts back what [`KvCache::take_host`] took, written or not.
+    pub fn restore_host(&mut self, layers: Vec<HostLayer>) {
+        for (slot, layer) in self.layers.iter_mut().zip(layers) {
+            let tensor =
+                |v: Vec<f32>| Tensor::from_data(TensorData::new(v, layer.shape), &self.device);
+            *slot = Some((tensor(layer.keys), tensor(layer.values)));
+        }
     }
 
     /// `[rows, 1, steps, len]`, true where a new token must not look: later slots, and hidden or

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use decode_core::{Batch, Cache, LanguageModel};
 use decode_models::Gpt2;
 use decode_models::backend::{Cpu, cpu_device};
+use decode_models::gpt2::ComputePath;
 use serde::Deserialize;
 
 const TOLERANCE: f32 = 1e-4;
@@ -49,14 +50,34 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn load(name: &str) -> (Gpt2<Cpu>, Reference) {
+/// The fixture on both compute paths (host and burn tensors), with transformers' reference.
+fn load(name: &str) -> Vec<(Gpt2<Cpu>, Reference)> {
     let dir = fixture(name);
-    let model = Gpt2::<Cpu>::load(&dir, &cpu_device()).expect("fixture model loads");
-    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference exists");
-    (
-        model,
-        serde_json::from_str(&text).expect("reference parses"),
-    )
+    [ComputePath::Host, ComputePath::Tensor]
+        .into_iter()
+        .map(|path| {
+            let model = Gpt2::<Cpu>::load_on(&dir, &cpu_device(), path).expect("fixture loads");
+            assert_eq!(model.compute_path(), path);
+            let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference");
+            (
+                model,
+                serde_json::from_str(&text).expect("reference parses"),
+            )
+        })
+        .collect()
+}
+
+/// Every fixture model on every path, named for messages.
+fn models() -> Vec<(String, Gpt2<Cpu>, Reference)> {
+    MODELS
+        .iter()
+        .flat_map(|name| {
+            load(name).into_iter().map(move |(model, reference)| {
+                let label = format!("{name} ({:?} path)", model.compute_path());
+                (label, model, reference)
+            })
+        })
+        .collect()
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
@@ -74,8 +95,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 
 #[test]
 fn whole_prompt_logits_match_transformers() {
-    for name in MODELS {
-        let (model, reference) = load(name);
+    for (name, model, reference) in models() {
         for (p, prompt) in reference.prompts.iter().enumerate() {
             let mut cache = model.new_cache(1);
             let logits = model.forward(&Batch::single(prompt), &mut cache).unwrap();
@@ -92,8 +112,7 @@ fn whole_prompt_logits_match_transformers() {
 
 #[test]
 fn cached_step_by_step_logits_match_transformers_and_full_recompute() {
-    for name in MODELS {
-        let (model, reference) = load(name);
+    for (name, model, reference) in models() {
         for case in &reference.cached {
             let prompt = &reference.prompts[case.prompt_index];
             let k = case.prefix_len;
@@ -133,8 +152,7 @@ fn cached_step_by_step_logits_match_transformers_and_full_recompute() {
 
 #[test]
 fn left_padded_batch_matches_transformers() {
-    for name in MODELS {
-        let (model, reference) = load(name);
+    for (name, model, reference) in models() {
         let padded = &reference.batch_left_padded;
         let batch = Batch::left_padded(&padded.prompts, padded.pad_id);
         let mut cache = model.new_cache(batch.rows());
@@ -147,8 +165,7 @@ fn left_padded_batch_matches_transformers() {
 
 #[test]
 fn greedy_ids_and_logprobs_match_transformers() {
-    for name in MODELS {
-        let (model, reference) = load(name);
+    for (name, model, reference) in models() {
         for case in &reference.greedy {
             let prompt = match (&case.prompt, case.prompt_index) {
                 (Some(p), _) => p.clone(),

@@ -1,16 +1,16 @@
 //! GPT-2 (transformers' `GPT2LMHeadModel`) on any burn backend.
 
-mod block;
-pub mod host_linear;
+pub mod host;
+mod tensor;
 
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::module::embedding;
-use burn::tensor::{DType, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Distribution, Tensor, TensorData};
 use decode_core::{Batch, Cache, Error, KvCache, LanguageModel, Logits, Result};
 
-pub use block::{AttentionShape, Block, LayerNorm, Linear};
+pub use host::HostGpt2;
+pub use tensor::{AttentionShape, Block, BurnGpt2, LayerNorm, Linear};
 
 use crate::Gpt2Config;
 use crate::weights::Gpt2Weights;
@@ -18,16 +18,30 @@ use crate::weights::Gpt2Weights;
 /// Slots a new cache holds before it first grows.
 const INITIAL_CACHE_SLOTS: usize = 128;
 
+/// How the forward pass is computed. Both paths compute the same function; they differ in speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ComputePath {
+    /// The host path on CPU backends (flex, ndarray), the tensor path elsewhere.
+    #[default]
+    Auto,
+    /// Plain Rust on host memory ([`HostGpt2`]): the fast path on a CPU.
+    Host,
+    /// burn tensor operations on the backend's device ([`BurnGpt2`]): what GPUs run.
+    Tensor,
+}
+
+/// The weights, laid out for one of the two paths.
+#[derive(Debug, Clone)]
+enum Body<B: Backend> {
+    Host(HostGpt2),
+    Tensor(BurnGpt2<B>),
+}
+
 /// GPT-2 with its weights on a burn device.
 #[derive(Debug, Clone)]
 pub struct Gpt2<B: Backend> {
     config: Gpt2Config,
-    wte: Tensor<B, 2>,
-    wpe: Tensor<B, 2>,
-    blocks: Vec<Block<B>>,
-    ln_f: LayerNorm<B>,
-    /// `[n_embd, vocab_size]`: a transposed copy of the head (tied or not).
-    lm_head: Linear<B>,
+    body: Body<B>,
     device: B::Device,
 }
 
@@ -37,13 +51,26 @@ impl<B: Backend> Gpt2<B> {
         Self::load_with_progress(dir, device, &mut |_, _| {})
     }
 
+    /// Like [`Gpt2::load`], computing on the path given.
+    pub fn load_on(dir: impl AsRef<Path>, device: &B::Device, path: ComputePath) -> Result<Self> {
+        Self::read(dir.as_ref(), device, path, &mut |_, _| {})
+    }
+
     /// Like [`Gpt2::load`], reporting `(bytes read, total bytes)` of `model.safetensors`.
     pub fn load_with_progress(
         dir: impl AsRef<Path>,
         device: &B::Device,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        let dir = dir.as_ref();
+        Self::read(dir.as_ref(), device, ComputePath::Auto, progress)
+    }
+
+    fn read(
+        dir: &Path,
+        device: &B::Device,
+        path: ComputePath,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::io(
                 dir,
@@ -53,28 +80,44 @@ impl<B: Backend> Gpt2<B> {
         let config = Gpt2Config::from_file(dir.join("config.json"))?;
         let weights =
             Gpt2Weights::read_with_progress(dir.join("model.safetensors"), &config, progress)?;
-        Ok(Self::from_weights(config, weights, device))
+        Ok(Self::from_weights_on(config, weights, device, path))
     }
 
     /// Builds the model from host weights already checked against `config`.
     pub fn from_weights(config: Gpt2Config, w: Gpt2Weights, device: &B::Device) -> Self {
-        let host = uses_host_kernels::<B>(device);
-        let head = w.lm_head.unwrap_or_else(|| w.wte.clone());
-        let lm_head = Linear::new(transpose(head), None, host, device);
-        let wte = Tensor::<B, 2>::from_data(w.wte.convert::<f32>(), device);
-        let eps = config.layer_norm_epsilon;
+        Self::from_weights_on(config, w, device, ComputePath::Auto)
+    }
+
+    /// Like [`Gpt2::from_weights`], computing on the path given.
+    pub fn from_weights_on(
+        config: Gpt2Config,
+        mut w: Gpt2Weights,
+        device: &B::Device,
+        path: ComputePath,
+    ) -> Self {
+        let head = transpose(w.lm_head.take().unwrap_or_else(|| w.wte.clone()));
+        let host = match path {
+            ComputePath::Auto => is_cpu::<B>(device),
+            ComputePath::Host => true,
+            ComputePath::Tensor => false,
+        };
+        let body = if host {
+            Body::Host(HostGpt2::new(&config, w, head))
+        } else {
+            Body::Tensor(BurnGpt2::new(&config, w, head, device))
+        };
         Gpt2 {
-            wpe: Tensor::from_data(w.wpe.convert::<f32>(), device),
-            blocks: w
-                .blocks
-                .into_iter()
-                .map(|b| Block::new(b, eps, config.activation, host, device))
-                .collect(),
-            ln_f: LayerNorm::new(w.ln_f, eps, device),
-            lm_head,
-            wte,
             config,
+            body,
             device: device.clone(),
+        }
+    }
+
+    /// Which path this model computes on ([`ComputePath::Host`] or [`ComputePath::Tensor`]).
+    pub fn compute_path(&self) -> ComputePath {
+        match self.body {
+            Body::Host(_) => ComputePath::Host,
+            Body::Tensor(_) => ComputePath::Tensor,
         }
     }
 
@@ -151,10 +194,6 @@ impl<B: Backend> Gpt2<B> {
         }
         Ok(())
     }
-
-    fn int_tensor(&self, values: Vec<i64>, rows: usize, steps: usize) -> Tensor<B, 2, Int> {
-        Tensor::from_data(TensorData::new(values, [rows, steps]), &self.device)
-    }
 }
 
 impl<B: Backend> LanguageModel for Gpt2<B> {
@@ -197,41 +236,24 @@ impl<B: Backend> Gpt2<B> {
     /// The forward pass; with `last_only`, the LM head runs on each row's last position only.
     fn run(&self, batch: &Batch, cache: &mut KvCache<B>, last_only: bool) -> Result<Logits> {
         self.check(batch, cache)?;
-        let (rows, steps) = (batch.rows(), batch.steps());
-        let step = cache.begin(batch)?;
-        // Padding ids may lie outside the vocabulary; they are masked, so any row will do.
-        let ids = (0..rows * steps)
-            .map(|i| {
-                let real = batch.is_real(i / steps, i % steps);
-                if real { batch.tokens()[i] as i64 } else { 0 }
-            })
-            .collect();
-        let tokens = embedding(self.wte.clone(), self.int_tensor(ids, rows, steps));
-        let positions = embedding(
-            self.wpe.clone(),
-            self.int_tensor(step.positions.clone(), rows, steps),
-        );
-        let shape = AttentionShape {
-            heads: self.config.n_head,
-            head_dim: self.config.head_dim(),
-            scale_by_head_dim: self.config.scale_attn_weights,
-            scale_by_layer: self.config.scale_attn_by_inverse_layer_idx,
+        let data = match &self.body {
+            Body::Tensor(model) => model.forward(batch, cache, last_only)?,
+            Body::Host(model) => {
+                let step = cache.begin(batch)?;
+                let span = host::Span {
+                    steps: batch.steps(),
+                    start: step.start,
+                };
+                let mut layers = cache.take_host()?;
+                let real: Vec<&[bool]> = (0..batch.rows()).map(|r| cache.real_slots(r)).collect();
+                let logits =
+                    model.forward(batch, &step.positions, span, &real, &mut layers, last_only);
+                cache.restore_host(layers);
+                logits
+            }
         };
-        let mut x = tokens + positions;
-        for (layer, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, layer, shape, cache, &step)?;
-        }
-        let out_steps = if last_only { 1 } else { steps };
-        if last_only {
-            let embd = x.dims()[2];
-            x = x.slice([0..rows, steps - 1..steps, 0..embd]);
-        }
-        let logits = self.lm_head.forward(self.ln_f.forward(x));
-        let data = logits
-            .into_data()
-            .into_vec::<f32>()
-            .map_err(|e| Error::Shape(format!("reading logits back: {e:?}")))?;
-        Logits::new(rows, out_steps, self.config.vocab_size, data)
+        let out_steps = if last_only { 1 } else { batch.steps() };
+        Logits::new(batch.rows(), out_steps, self.config.vocab_size, data)
     }
 }
 
@@ -256,7 +278,7 @@ fn transpose(t: TensorData) -> TensorData {
     })
 }
 
-/// Whether linear layers run on the host kernel: on CPU backends (see [`host_linear`]).
-fn uses_host_kernels<B: Backend>(device: &B::Device) -> bool {
+/// Whether `device` is a CPU backend's (the host path runs there).
+fn is_cpu<B: Backend>(device: &B::Device) -> bool {
     matches!(B::name(device).as_str(), "flex" | "ndarray")
 }

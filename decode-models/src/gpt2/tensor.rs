@@ -1,92 +1,46 @@
-//! One GPT-2 transformer block: pre-norm attention with a KV cache, then a pre-norm MLP.
+//! The tensor path: GPT-2 as burn tensor operations, on any backend (what GPUs run).
+//!
+//! A block is pre-norm attention with a KV cache, then a pre-norm MLP. The CPU backends take the
+//! host path ([`super::host`]) instead, which computes the same function with less overhead.
 
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
+use burn::tensor::module::embedding;
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use decode_core::cache::Step;
-use decode_core::{KvCache, Result};
+use decode_core::{Batch, Error, KvCache, Result};
 
-use super::host_linear::{HostLinear, HostWeights};
 use crate::Activation;
 
-/// `x · weight + bias` with GPT-2's `[in, out]` weight.
-///
-/// On CPU backends the weights stay on the host in their stored dtype and run through
-/// [`HostLinear`] (streams the weights once per 16 tokens, on every core); elsewhere they are a
-/// burn tensor and burn's matmul runs.
+/// `x · weight + bias` with GPT-2's `[in, out]` weight, through burn's matmul.
 #[derive(Debug, Clone)]
-pub enum Linear<B: Backend> {
-    /// burn's matmul.
-    Burn {
-        /// `[in, out]`, f32.
-        weight: Tensor<B, 2>,
-        /// `[out]`.
-        bias: Option<Tensor<B, 1>>,
-    },
-    /// The host kernel.
-    Host {
-        /// Weights and bias.
-        linear: HostLinear,
-        /// Where results go.
-        device: B::Device,
-    },
+pub struct Linear<B: Backend> {
+    /// `[in, out]`, f32.
+    weight: Tensor<B, 2>,
+    /// `[out]`.
+    bias: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> Linear<B> {
-    /// From a host weight `[in, out]` (f32, f16 or bf16) and optional bias `[out]`.
-    pub fn new(
-        weight: TensorData,
-        bias: Option<TensorData>,
-        host: bool,
-        device: &B::Device,
-    ) -> Self {
-        if host && let Some(w) = host_weights(&weight) {
-            let [inputs, outputs] = [weight.shape[0], weight.shape[1]];
-            let bias = bias.and_then(|b| b.convert::<f32>().into_vec::<f32>().ok());
-            return Linear::Host {
-                linear: HostLinear::new(inputs, outputs, w, bias),
-                device: device.clone(),
-            };
-        }
-        Linear::Burn {
+    /// From a host weight `[in, out]` (any float dtype) and optional bias `[out]`.
+    pub fn new(weight: TensorData, bias: Option<TensorData>, device: &B::Device) -> Self {
+        Linear {
             weight: Tensor::from_data(weight.convert::<f32>(), device),
             bias: bias.map(|b| Tensor::from_data(b.convert::<f32>(), device)),
         }
     }
 
     /// From `[weight, bias]`.
-    pub fn with_bias([weight, bias]: [TensorData; 2], host: bool, device: &B::Device) -> Self {
-        Self::new(weight, Some(bias), host, device)
+    pub fn with_bias([weight, bias]: [TensorData; 2], device: &B::Device) -> Self {
+        Self::new(weight, Some(bias), device)
     }
 
     /// `x` is `[rows, steps, in]`; returns `[rows, steps, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        match self {
-            Linear::Burn { weight, bias } => linear(x, weight.clone(), bias.clone()),
-            Linear::Host { linear, device } => {
-                let [rows, steps, _] = x.dims();
-                let values = x
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .unwrap_or_default();
-                let y = linear.forward(&values, rows * steps);
-                Tensor::from_data(TensorData::new(y, [rows, steps, linear.outputs()]), device)
-            }
-        }
+        linear(x, self.weight.clone(), self.bias.clone())
     }
-}
-
-/// The host copy of a weight, in its stored dtype (`None` for other dtypes).
-fn host_weights(data: &TensorData) -> Option<HostWeights> {
-    Some(match data.dtype {
-        DType::F32 => HostWeights::F32(data.to_vec::<f32>().ok()?),
-        DType::F16 => HostWeights::F16(data.to_vec::<half::f16>().ok()?),
-        DType::BF16 => HostWeights::BF16(data.to_vec::<half::bf16>().ok()?),
-        _ => return None,
-    })
 }
 
 /// Layer norm over the last axis, through the backend's fused kernel.
@@ -149,16 +103,15 @@ impl<B: Backend> Block<B> {
         w: crate::weights::BlockWeights,
         epsilon: f64,
         activation: Activation,
-        host: bool,
         device: &B::Device,
     ) -> Self {
         Block {
             ln_1: LayerNorm::new(w.ln_1, epsilon, device),
-            c_attn: Linear::with_bias(w.c_attn, host, device),
-            attn_proj: Linear::with_bias(w.attn_proj, host, device),
+            c_attn: Linear::with_bias(w.c_attn, device),
+            attn_proj: Linear::with_bias(w.attn_proj, device),
             ln_2: LayerNorm::new(w.ln_2, epsilon, device),
-            c_fc: Linear::with_bias(w.c_fc, host, device),
-            mlp_proj: Linear::with_bias(w.mlp_proj, host, device),
+            c_fc: Linear::with_bias(w.c_fc, device),
+            mlp_proj: Linear::with_bias(w.mlp_proj, device),
             activation,
         }
     }
@@ -226,5 +179,89 @@ impl<B: Backend> Block<B> {
             .swap_dims(1, 2)
             .reshape([rows, steps, embd]);
         Ok(self.attn_proj.forward(out))
+    }
+}
+
+/// GPT-2's weights as burn tensors, and the forward pass over them.
+#[derive(Debug, Clone)]
+pub struct BurnGpt2<B: Backend> {
+    wte: Tensor<B, 2>,
+    wpe: Tensor<B, 2>,
+    blocks: Vec<Block<B>>,
+    ln_f: LayerNorm<B>,
+    /// `[n_embd, vocab_size]`.
+    lm_head: Linear<B>,
+    shape: AttentionShape,
+    device: B::Device,
+}
+
+impl<B: Backend> BurnGpt2<B> {
+    /// From weights checked against `config`; `head` is the LM head transposed to `[embd, vocab]`.
+    pub fn new(
+        config: &crate::Gpt2Config,
+        w: crate::weights::Gpt2Weights,
+        head: TensorData,
+        device: &B::Device,
+    ) -> Self {
+        let eps = config.layer_norm_epsilon;
+        BurnGpt2 {
+            wte: Tensor::from_data(w.wte.convert::<f32>(), device),
+            wpe: Tensor::from_data(w.wpe.convert::<f32>(), device),
+            blocks: w
+                .blocks
+                .into_iter()
+                .map(|b| Block::new(b, eps, config.activation, device))
+                .collect(),
+            ln_f: LayerNorm::new(w.ln_f, eps, device),
+            lm_head: Linear::new(head, None, device),
+            shape: AttentionShape {
+                heads: config.n_head,
+                head_dim: config.head_dim(),
+                scale_by_head_dim: config.scale_attn_weights,
+                scale_by_layer: config.scale_attn_by_inverse_layer_idx,
+            },
+            device: device.clone(),
+        }
+    }
+
+    /// Runs `batch` (already checked) through the model from `cache`; with `last_only`, the LM
+    /// head runs on each row's last position only. Returns the logits' values.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        cache: &mut KvCache<B>,
+        last_only: bool,
+    ) -> Result<Vec<f32>> {
+        let (rows, steps) = (batch.rows(), batch.steps());
+        let step = cache.begin(batch)?;
+        // Padding ids may lie outside the vocabulary; they are masked, so any row will do.
+        let ids = (0..rows * steps)
+            .map(|i| {
+                let real = batch.is_real(i / steps, i % steps);
+                if real { batch.tokens()[i] as i64 } else { 0 }
+            })
+            .collect();
+        let tokens = embedding(self.wte.clone(), self.int_tensor(ids, rows, steps));
+        let positions = embedding(
+            self.wpe.clone(),
+            self.int_tensor(step.positions.clone(), rows, steps),
+        );
+        let mut x = tokens + positions;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, layer, self.shape, cache, &step)?;
+        }
+        if last_only {
+            let embd = x.dims()[2];
+            x = x.slice([0..rows, steps - 1..steps, 0..embd]);
+        }
+        self.lm_head
+            .forward(self.ln_f.forward(x))
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| Error::Shape(format!("reading logits back: {e:?}")))
+    }
+
+    fn int_tensor(&self, values: Vec<i64>, rows: usize, steps: usize) -> Tensor<B, 2, Int> {
+        Tensor::from_data(TensorData::new(values, [rows, steps]), &self.device)
     }
 }

@@ -9,6 +9,7 @@
 //! accumulated into an L1-sized buffer, tiles in parallel on every core. f16 and bf16 weights move
 //! half the bytes of f32.
 
+use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -52,6 +53,42 @@ pub enum HostWeights {
     F16(Vec<f16>),
     /// bf16.
     BF16(Vec<bf16>),
+}
+
+impl HostWeights {
+    /// From a tensor's values: f16 and bf16 stay as they are, anything else becomes f32.
+    pub fn from_data(data: TensorData) -> Self {
+        match data.dtype {
+            DType::F16 => data.into_vec::<f16>().map(HostWeights::F16),
+            DType::BF16 => data.into_vec::<bf16>().map(HostWeights::BF16),
+            _ => data
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map(HostWeights::F32),
+        }
+        .unwrap_or_else(|_| HostWeights::F32(Vec::new()))
+    }
+
+    /// Row `i` of a `[rows, out.len()]` matrix, widened to f32 into `out`.
+    pub fn row_into(&self, i: usize, out: &mut [f32]) {
+        fn copy<T: Weight>(w: &[T], i: usize, out: &mut [f32]) {
+            let n = out.len();
+            for (o, v) in out.iter_mut().zip(&w[i * n..(i + 1) * n]) {
+                *o = v.widen();
+            }
+        }
+        match self {
+            HostWeights::F32(w) => copy(w, i, out),
+            HostWeights::F16(w) => copy(w, i, out),
+            HostWeights::BF16(w) => copy(w, i, out),
+        }
+    }
+}
+
+impl From<TensorData> for HostWeights {
+    fn from(data: TensorData) -> Self {
+        HostWeights::from_data(data)
+    }
 }
 
 /// Weights re-laid as `[tiles][inputs][TILE]` (the last tile zero-padded).
@@ -99,6 +136,18 @@ impl HostLinear {
             tiled,
             bias,
         }
+    }
+
+    /// From `[weight [inputs, outputs], bias [outputs]]` in any float dtype.
+    pub fn from_data([weight, bias]: [TensorData; 2]) -> Self {
+        let [inputs, outputs] = [weight.shape[0], weight.shape[1]];
+        let bias = bias.convert::<f32>().into_vec::<f32>().ok();
+        HostLinear::new(inputs, outputs, HostWeights::from_data(weight), bias)
+    }
+
+    /// Input width.
+    pub fn inputs(&self) -> usize {
+        self.inputs
     }
 
     /// Output width.

@@ -1,0 +1,200 @@
+//! The CPU path: GPT-2's whole forward pass on host memory, in plain Rust.
+//!
+//! A batch-1 decode step is bound by how fast the weights stream from memory; everything else in
+//! the step is overhead. burn's CPU backends spend a few milliseconds per step on tensor
+//! bookkeeping around the matrix products (strided copies of the cache for attention, one
+//! allocation per element-wise op, and a hand-off to the thread pool per op). Here the residual
+//! stream is one `Vec<f32>`, the linear layers are [`HostLinear`], attention reads the cache's
+//! buffers in place ([`KvCache::take_host`](decode_core::KvCache::take_host)), and the whole pass
+//! runs on one rayon pool so no call hands work across threads. The tensor path
+//! ([`super::tensor`]) computes the same function and is what GPUs run.
+
+mod attention;
+pub mod linear;
+mod ops;
+
+use std::sync::OnceLock;
+
+use burn::tensor::TensorData;
+use decode_core::{Batch, HostLayer};
+
+pub use attention::Span;
+pub use linear::{HostLinear, HostWeights};
+pub use ops::LayerNorm;
+
+use crate::weights::{BlockWeights, Gpt2Weights};
+use crate::{Activation, Gpt2Config};
+
+/// One GPT-2 block on the host.
+#[derive(Debug, Clone)]
+struct HostBlock {
+    ln_1: LayerNorm,
+    c_attn: HostLinear,
+    attn_proj: HostLinear,
+    ln_2: LayerNorm,
+    c_fc: HostLinear,
+    mlp_proj: HostLinear,
+}
+
+impl HostBlock {
+    fn new(w: BlockWeights, epsilon: f64) -> Self {
+        HostBlock {
+            ln_1: LayerNorm::new(w.ln_1, epsilon),
+            c_attn: HostLinear::from_data(w.c_attn),
+            attn_proj: HostLinear::from_data(w.attn_proj),
+            ln_2: LayerNorm::new(w.ln_2, epsilon),
+            c_fc: HostLinear::from_data(w.c_fc),
+            mlp_proj: HostLinear::from_data(w.mlp_proj),
+        }
+    }
+
+    /// `x` is the residual stream `[tokens, embd]`, updated in place.
+    fn forward(&self, x: &mut [f32], pass: &Pass, cache: &mut HostLayer, scale: f32) {
+        let tokens = pass.tokens();
+        let qkv = self.c_attn.forward(&self.ln_1.forward(x), tokens);
+        let attended = attention::attend(&qkv, cache, pass.span, pass.real, scale);
+        add(x, &self.attn_proj.forward(&attended, tokens));
+        let mut h = self.c_fc.forward(&self.ln_2.forward(x), tokens);
+        ops::activate(pass.activation, &mut h);
+        add(x, &self.mlp_proj.forward(&h, tokens));
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+}
+
+/// What every block needs to know about the pass.
+struct Pass<'a> {
+    rows: usize,
+    span: Span,
+    real: &'a [&'a [bool]],
+    activation: Activation,
+}
+
+impl Pass<'_> {
+    fn tokens(&self) -> usize {
+        self.rows * self.span.steps
+    }
+}
+
+/// GPT-2 on the host.
+#[derive(Debug, Clone)]
+pub struct HostGpt2 {
+    /// `[vocab, embd]` in the stored dtype, for the embedding lookup.
+    wte: HostWeights,
+    /// `[n_positions, embd]`.
+    wpe: Vec<f32>,
+    blocks: Vec<HostBlock>,
+    ln_f: LayerNorm,
+    /// `[embd, vocab]`.
+    lm_head: HostLinear,
+    embd: usize,
+    head_dim: usize,
+    activation: Activation,
+    scale_by_head_dim: bool,
+    scale_by_layer: bool,
+}
+
+impl HostGpt2 {
+    /// From weights checked against `config`; `head` is the LM head transposed to `[embd, vocab]`.
+    pub fn new(config: &Gpt2Config, w: Gpt2Weights, head: TensorData) -> Self {
+        let eps = config.layer_norm_epsilon;
+        HostGpt2 {
+            wte: HostWeights::from_data(w.wte),
+            wpe: f32_vec(w.wpe),
+            blocks: w
+                .blocks
+                .into_iter()
+                .map(|b| HostBlock::new(b, eps))
+                .collect(),
+            ln_f: LayerNorm::new(w.ln_f, eps),
+            lm_head: HostLinear::new(config.n_embd, config.vocab_size, head.into(), None),
+            embd: config.n_embd,
+            head_dim: config.head_dim(),
+            activation: config.activation,
+            scale_by_head_dim: config.scale_attn_weights,
+            scale_by_layer: config.scale_attn_by_inverse_layer_idx,
+        }
+    }
+
+    /// Runs `batch` (already checked) from the cache `layers`, the new tokens having
+    /// `positions` and going to the slots of `span`; `real[row]` marks the real slots up to the
+    /// end of this pass. Returns logits `[rows, steps or 1, vocab]`.
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        positions: &[i64],
+        span: Span,
+        real: &[&[bool]],
+        layers: &mut [HostLayer],
+        last_only: bool,
+    ) -> Vec<f32> {
+        let pass = Pass {
+            rows: batch.rows(),
+            span,
+            real,
+            activation: self.activation,
+        };
+        run_on_pool(|| self.run(batch, positions, &pass, layers, last_only))
+    }
+
+    fn run(
+        &self,
+        batch: &Batch,
+        positions: &[i64],
+        pass: &Pass,
+        layers: &mut [HostLayer],
+        last_only: bool,
+    ) -> Vec<f32> {
+        let (e, steps) = (self.embd, pass.span.steps);
+        let mut x = vec![0f32; pass.tokens() * e];
+        for (t, xt) in x.chunks_exact_mut(e).enumerate() {
+            // Padding ids may lie outside the vocabulary; they are masked, so any row will do.
+            let real = batch.is_real(t / steps, t % steps);
+            let id = if real { batch.tokens()[t] as usize } else { 0 };
+            self.wte.row_into(id, xt);
+            let p = positions[t] as usize;
+            add(xt, &self.wpe[p * e..(p + 1) * e]);
+        }
+        for (layer, (block, cache)) in self.blocks.iter().zip(layers).enumerate() {
+            block.forward(&mut x, pass, cache, self.scale(layer));
+        }
+        if last_only {
+            x = x
+                .chunks_exact(steps * e)
+                .flat_map(|row| &row[(steps - 1) * e..])
+                .copied()
+                .collect();
+        }
+        let m = x.len() / e;
+        self.lm_head.forward(&self.ln_f.forward(&x), m)
+    }
+
+    /// transformers divides scores by √head_dim and, optionally, by the layer's number.
+    fn scale(&self, layer: usize) -> f32 {
+        let mut scale = 1.0f64;
+        if self.scale_by_head_dim {
+            scale /= (self.head_dim as f64).sqrt();
+        }
+        if self.scale_by_layer {
+            scale /= (layer + 1) as f64;
+        }
+        scale as f32
+    }
+}
+
+/// Runs `f` on a worker of the host path's rayon pool, so the parallel loops inside start without
+/// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
+fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    match POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().build().ok()) {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
+/// Any float tensor's values as f32.
+fn f32_vec(data: TensorData) -> Vec<f32> {
+    data.convert::<f32>().into_vec::<f32>().unwrap_or_default()
+}
