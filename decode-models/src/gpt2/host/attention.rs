@@ -8,7 +8,7 @@ use decode_core::HostLayer;
 use rayon::prelude::*;
 
 /// Below this many multiply-adds the heads run on the calling thread.
-const PARALLEL_WORK: usize = 1 << 18;
+const PARALLEL_WORK: usize = 1 << 15;
 
 /// Where the new tokens of a pass go.
 #[derive(Debug, Clone, Copy)]
