@@ -123,6 +123,11 @@ impl<B: Backend> Gpt2<B> {
 
     /// A model of `config`'s shape with random weights (for benchmarks and tests; no files).
     pub fn random(config: Gpt2Config, seed: u64, device: &B::Device) -> Self {
+        Self::random_on(config, seed, device, ComputePath::Auto)
+    }
+
+    /// Like [`Gpt2::random`], computing on the path given.
+    pub fn random_on(config: Gpt2Config, seed: u64, device: &B::Device, path: ComputePath) -> Self {
         B::seed(device, seed);
         let normal = |shape: Vec<usize>, std: f64| {
             let n: usize = shape.iter().product();
@@ -155,7 +160,7 @@ impl<B: Backend> Gpt2<B> {
             ln_f: norm(e),
             lm_head: (!config.tie_word_embeddings).then(|| normal(vec![v, e], 0.02)),
         };
-        Self::from_weights(config, weights, device)
+        Self::from_weights_on(config, weights, device, path)
     }
 
     /// The configuration.

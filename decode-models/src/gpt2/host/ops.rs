@@ -43,14 +43,7 @@ impl LayerNorm {
 /// Applies the MLP activation in place.
 pub fn activate(activation: Activation, x: &mut [f32]) {
     match activation {
-        // transformers' NewGELUActivation.
-        Activation::GeluTanh => {
-            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-            for v in x {
-                let u = *v;
-                *v = 0.5 * u * (1.0 + (SQRT_2_OVER_PI * (u + 0.044_715 * u * u * u)).tanh());
-            }
-        }
+        Activation::GeluTanh => gelu_tanh(x),
         Activation::Gelu => {
             for v in x {
                 let u = *v;
@@ -63,6 +56,57 @@ pub fn activate(activation: Activation, x: &mut [f32]) {
             }
         }
     }
+}
+
+/// transformers' NewGELUActivation, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, written as
+/// `x / (1 + e^(−2u))` (the same function: 1 + tanh(u) = 2·sigmoid(2u)) with an exp that
+/// vectorises. libm's scalar tanh took 10 ns a value: 12 ms of a 32-token GPT-2-small prefill.
+fn gelu_tanh(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { gelu_tanh_avx512(x) };
+        return;
+    }
+    gelu_tanh_lanes(x);
+}
+
+/// The same loop compiled for AVX-512 (16 lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_tanh_avx512(x: &mut [f32]) {
+    gelu_tanh_lanes(x);
+}
+
+#[inline(always)]
+fn gelu_tanh_lanes(x: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for v in x {
+        let u = SQRT_2_OVER_PI * (*v + 0.044_715 * *v * *v * *v);
+        *v /= 1.0 + exp(-2.0 * u);
+    }
+}
+
+/// `e^x` to a relative 2.5e-7 for finite `x` (saturating below `e^−87` and above `e^88`), in operations
+/// that vectorise: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-7 Taylor polynomial for `e^r`
+/// (truncation below 1e-8), and `2^n` built from its exponent bits.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so `n·LN2_HI` is exact for the n that occur.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a rounding instruction.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 #[cfg(test)]
@@ -83,12 +127,32 @@ mod tests {
     }
 
     #[test]
+    fn exp_is_within_a_few_ulp() {
+        for i in -8700..=8800 {
+            let x = i as f32 / 100.0;
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            assert!(
+                ((got - want) / want).abs() < 2.5e-7,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+    }
+
+    #[test]
     fn activations_match_their_formulas() {
-        let mut x = [-2.0f32, -0.5, 0.0, 0.5, 2.0];
-        activate(Activation::GeluTanh, &mut x);
-        let want = [-0.045_402_3, -0.154_285_7, 0.0, 0.345_714_3, 1.954_597_7];
-        for (g, w) in x.iter().zip(want) {
-            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        // Against the tanh formula in f64, over a range wider than activations reach.
+        let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 / 100.0).collect();
+        let mut got = xs.clone();
+        activate(Activation::GeluTanh, &mut got);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let x = x as f64;
+            let want = 0.5
+                * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            assert!(
+                (g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "gelu({x}) = {g}, want {want}"
+            );
         }
         let mut x = [-1.0f32, 1.0];
         activate(Activation::Gelu, &mut x);
