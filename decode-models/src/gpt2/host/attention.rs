@@ -5,6 +5,8 @@
 //! skipped, which is the same as transformers' additive mask.
 
 use decode_core::HostLayer;
+
+use super::ops;
 use rayon::prelude::*;
 
 /// Below this many multiply-adds the heads run on the calling thread.
@@ -49,40 +51,20 @@ pub fn attend(
 
     // Per (row, head): `[steps, head_dim]` outputs.
     let mut per_head = vec![0f32; rows * heads * steps * head_dim];
-    let (keys, values) = (&cache.keys, &cache.values);
     let one = |(rh, out): (usize, &mut [f32])| {
         let (r, h) = (rh / heads, rh % heads);
         let base = rh * capacity * head_dim;
-        let k = &keys[base..base + len * head_dim];
-        let v = &values[base..base + len * head_dim];
-        let mut scores = vec![0f32; len];
-        for i in 0..steps {
-            let me = start + i;
-            let q = &qkv[(r * steps + i) * 3 * embd + h * head_dim..][..head_dim];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores[..=me].iter_mut().enumerate() {
-                *s = if j == me || real[r][j] {
-                    dot(q, &k[j * head_dim..(j + 1) * head_dim]) * scale
-                } else {
-                    f32::NEG_INFINITY
-                };
-                max = max.max(*s);
-            }
-            let mut sum = 0f32;
-            for s in &mut scores[..=me] {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let o = &mut out[i * head_dim..(i + 1) * head_dim];
-            for (j, &s) in scores[..=me].iter().enumerate() {
-                if s > 0.0 {
-                    let p = s / sum;
-                    for (o, &v) in o.iter_mut().zip(&v[j * head_dim..(j + 1) * head_dim]) {
-                        *o += p * v;
-                    }
-                }
-            }
-        }
+        let head = Head {
+            queries: &qkv[r * steps * 3 * embd + h * head_dim..],
+            query_stride: 3 * embd,
+            keys: &cache.keys[base..base + len * head_dim],
+            values: &cache.values[base..base + len * head_dim],
+            real: real[r],
+            head_dim,
+            start,
+            scale,
+        };
+        head.attend(out);
     };
     let chunk = steps * head_dim;
     if rows * heads * steps * len * head_dim >= PARALLEL_WORK {
@@ -103,18 +85,95 @@ pub fn attend(
     out
 }
 
-/// `a · b`, in eight lanes so it vectorises.
+/// One (row, head) pair of a pass.
+struct Head<'a> {
+    /// The first new token's query; the next ones are `query_stride` apart.
+    queries: &'a [f32],
+    query_stride: usize,
+    /// `[len, head_dim]`, the new tokens' slots included.
+    keys: &'a [f32],
+    values: &'a [f32],
+    real: &'a [bool],
+    head_dim: usize,
+    start: usize,
+    scale: f32,
+}
+
+impl Head<'_> {
+    /// Writes `[steps, head_dim]` outputs, vectorised for AVX-512 where the CPU has it.
+    fn attend(&self, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            unsafe { self.attend_avx512(out) };
+            return;
+        }
+        self.attend_lanes(out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn attend_avx512(&self, out: &mut [f32]) {
+        self.attend_lanes(out);
+    }
+
+    #[inline(always)]
+    fn attend_lanes(&self, out: &mut [f32]) {
+        let hd = self.head_dim;
+        let mut scores = vec![0f32; self.keys.len() / hd];
+        for (i, o) in out.chunks_exact_mut(hd).enumerate() {
+            let me = self.start + i;
+            let q = &self.queries[i * self.query_stride..][..hd];
+            let scores = &mut scores[..=me];
+            let mut max = f32::NEG_INFINITY;
+            for (j, (s, k)) in scores
+                .iter_mut()
+                .zip(self.keys.chunks_exact(hd))
+                .enumerate()
+            {
+                *s = if j == me || self.real[j] {
+                    dot(q, k) * self.scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+                max = max.max(*s);
+            }
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                // exp(−∞) must be 0: the vectorised exp saturates, so hidden slots are zeroed.
+                *s = if *s == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    ops::exp(*s - max)
+                };
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            for (&s, v) in scores.iter().zip(self.values.chunks_exact(hd)) {
+                if s > 0.0 {
+                    let p = s * inv;
+                    for (o, &v) in o.iter_mut().zip(v) {
+                        *o += p * v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `a · b`, in sixteen lanes so it vectorises.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
+    let mut lanes = [0f32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a16
         .remainder()
         .iter()
-        .zip(b8.remainder())
+        .zip(b16.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    for (x, y) in a8.zip(b8) {
-        for l in 0..8 {
+    for (x, y) in a16.zip(b16) {
+        for l in 0..16 {
             lanes[l] += x[l] * y[l];
         }
     }
