@@ -110,6 +110,11 @@ impl<B: Backend> KvCache<B> {
         self.capacity
     }
 
+    /// `[layers, heads, head_dim]`: the model shape this cache was made for.
+    pub fn model_shape(&self) -> [usize; 3] {
+        [self.layers.len(), self.heads, self.head_dim]
+    }
+
     /// Reserves the slots of `batch`, returns their positions and mask, and advances [`Cache::len`].
     /// Call once per forward pass, then [`KvCache::append`] once per layer.
     pub fn begin(&mut self, batch: &Batch) -> Result<Step<B>> {

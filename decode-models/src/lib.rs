@@ -1,7 +1,9 @@
 //! GPT-2 for `decode`, on burn.
 //!
 //! - [`gpt2`]: the model ([`Gpt2`]), generic over the burn backend, implementing
-//!   [`decode_core::LanguageModel`] with a [`decode_core::KvCache`].
+//!   [`decode_core::LanguageModel`] with a [`decode_core::KvCache`]. Two paths compute it: on a
+//!   CPU, [`gpt2::host`] (plain Rust over host memory, bound by memory bandwidth); elsewhere, burn
+//!   tensor operations ([`gpt2::BurnGpt2`]).
 //! - [`config`]: HuggingFace `config.json` ([`Gpt2Config`]), validated.
 //! - [`weights`]: `model.safetensors` in f32, f16 or bf16, every tensor's shape checked.
 //! - [`tokenizer`]: the GPT-2 byte-level BPE ([`Tokenizer`]) and a UTF-8-safe [`StreamDecoder`].

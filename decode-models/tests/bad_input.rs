@@ -172,3 +172,21 @@ fn token_outside_the_vocabulary() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cache_from_another_model_is_refused() {
+    let model = load(&fixture()).unwrap();
+    let other = Gpt2::<Cpu>::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny-bf16"),
+        &cpu_device(),
+    )
+    .unwrap();
+    let mut cache = other.new_cache(1);
+    let err = model
+        .forward(&Batch::single(&[1, 2]), &mut cache)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Shape(ref m) if m.contains("another model")),
+        "{err}"
+    );
+}

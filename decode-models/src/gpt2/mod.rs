@@ -1,4 +1,8 @@
 //! GPT-2 (transformers' `GPT2LMHeadModel`) on any burn backend.
+//!
+//! [`Gpt2`] loads and checks a checkpoint, then computes on one of two paths that give the same
+//! logits: [`host`] on CPU backends (the fast path: plain Rust over host memory) and the tensor
+//! path ([`BurnGpt2`], burn operations: what GPUs run). [`ComputePath`] picks one explicitly.
 
 pub mod host;
 mod tensor;
@@ -177,6 +181,14 @@ impl<B: Backend> Gpt2<B> {
     fn check(&self, batch: &Batch, cache: &KvCache<B>) -> Result<()> {
         if batch.steps() == 0 {
             return Err(Error::invalid("batch", "has no tokens"));
+        }
+        let c = &self.config;
+        let want = [c.n_layer, c.n_head, c.head_dim()];
+        if cache.model_shape() != want {
+            return Err(Error::Shape(format!(
+                "the cache was made for another model ([layers, heads, head_dim] = {:?}, this one is {want:?})",
+                cache.model_shape()
+            )));
         }
         if batch.rows() != cache.rows() {
             return Err(Error::Shape(format!(

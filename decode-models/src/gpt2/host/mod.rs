@@ -7,7 +7,7 @@
 //! stream is one `Vec<f32>`, the linear layers are [`HostLinear`], attention reads the cache's
 //! buffers in place ([`KvCache::take_host`](decode_core::KvCache::take_host)), and the whole pass
 //! runs on one rayon pool so no call hands work across threads. The tensor path
-//! ([`super::tensor`]) computes the same function and is what GPUs run.
+//! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
 mod attention;
 pub mod linear;
