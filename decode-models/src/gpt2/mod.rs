@@ -255,19 +255,7 @@ impl<B: Backend> Gpt2<B> {
         self.check(batch, cache)?;
         let data = match &self.body {
             Body::Tensor(model) => model.forward(batch, cache, last_only)?,
-            Body::Host(model) => {
-                let step = cache.begin(batch)?;
-                let span = host::Span {
-                    steps: batch.steps(),
-                    start: step.start,
-                };
-                let mut layers = cache.take_host()?;
-                let real: Vec<&[bool]> = (0..batch.rows()).map(|r| cache.real_slots(r)).collect();
-                let logits =
-                    model.forward(batch, &step.positions, span, &real, &mut layers, last_only);
-                cache.restore_host(layers);
-                logits
-            }
+            Body::Host(model) => model.forward(batch, cache, last_only)?,
         };
         let out_steps = if last_only { 1 } else { batch.steps() };
         Logits::new(batch.rows(), out_steps, self.config.vocab_size, data)

@@ -16,9 +16,10 @@ mod ops;
 use std::sync::OnceLock;
 
 use burn::tensor::TensorData;
-use decode_core::{Batch, HostLayer};
+use burn::tensor::backend::Backend;
+use decode_core::{Batch, HostLayer, KvCache, Result};
 
-pub use attention::Span;
+use attention::Span;
 pub use linear::{HostLinear, HostWeights};
 pub use ops::LayerNorm;
 
@@ -118,25 +119,30 @@ impl HostGpt2 {
         }
     }
 
-    /// Runs `batch` (already checked) from the cache `layers`, the new tokens having
-    /// `positions` and going to the slots of `span`; `real[row]` marks the real slots up to the
-    /// end of this pass. Returns logits `[rows, steps or 1, vocab]`.
-    pub fn forward(
+    /// Runs `batch` (already checked) through the model from `cache`; with `last_only`, the LM
+    /// head runs on each row's last position only. Returns the logits' values.
+    pub fn forward<B: Backend>(
         &self,
         batch: &Batch,
-        positions: &[i64],
-        span: Span,
-        real: &[&[bool]],
-        layers: &mut [HostLayer],
+        cache: &mut KvCache<B>,
         last_only: bool,
-    ) -> Vec<f32> {
+    ) -> Result<Vec<f32>> {
+        let step = cache.begin(batch)?;
+        let mut layers = cache.take_host()?;
+        let real: Vec<&[bool]> = (0..batch.rows()).map(|r| cache.real_slots(r)).collect();
         let pass = Pass {
             rows: batch.rows(),
-            span,
-            real,
+            span: Span {
+                steps: batch.steps(),
+                start: step.start,
+            },
+            real: &real,
             activation: self.activation,
         };
-        run_on_pool(|| self.run(batch, positions, &pass, layers, last_only))
+        let logits =
+            run_on_pool(|| self.run(batch, &step.positions, &pass, &mut layers, last_only));
+        cache.restore_host(layers);
+        Ok(logits)
     }
 
     fn run(
