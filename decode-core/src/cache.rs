@@ -4,7 +4,7 @@
 //! step only computes the new token. Slots are preallocated and written in place; rolling back is
 //! `truncate` (O(1): later writes overwrite), following beams is `reorder` (one `select` per layer).
 //! Each row also records which slots hold real tokens: padding and per-row rollbacks
-//! ([`Cache::hide`]) become masked slots, so rows can advance by different amounts in one batch.
+//! ([`Cache::rollback`]) become masked slots, so rows can advance by different amounts in one batch.
 
 use burn_tensor::backend::Backend;
 use burn_tensor::{Bool, Int, Tensor, TensorData};
