@@ -215,7 +215,13 @@ fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) 
             return;
         }
     }
-    let acc = out;
+    tile_portable(w, xs, rows, k, out);
+}
+
+/// The tile in plain Rust, for CPUs without AVX2.
+fn tile_portable<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+    let acc = &mut out[..rows * TILE];
+    acc.fill(0.0);
     let mut wide = [0f32; TILE];
     for kk in 0..k {
         for (d, s) in wide.iter_mut().zip(&w[kk * TILE..(kk + 1) * TILE]) {
@@ -426,6 +432,53 @@ mod tests {
             }
         }
         y
+    }
+
+    /// Each kernel this CPU can run gives the portable kernel's result, for every dtype and for
+    /// row counts that exercise the 4-, 2- and 1-row paths.
+    #[test]
+    fn every_kernel_matches_the_portable_one() {
+        fn check<T: Weight>(w: &[T]) {
+            let k = w.len() / TILE;
+            for rows in [1, 2, 3, 5, 7, 16] {
+                let xs: Vec<f32> = (0..rows * k)
+                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+                    .collect();
+                let mut want = vec![0f32; rows * TILE];
+                tile_portable(w, &xs, rows, k, &mut want);
+                let mut kernels: Vec<(&str, Vec<f32>)> = Vec::new();
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if simd::available() {
+                        let mut got = vec![0f32; rows * TILE];
+                        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+                        unsafe { simd::tile(w, &xs, rows, k, &mut got) };
+                        kernels.push(("avx2", got));
+                    }
+                    if avx512::available() {
+                        let mut got = vec![0f32; rows * TILE];
+                        // SAFETY: the CPU has AVX-512F (checked just above).
+                        unsafe { avx512::tile(w, &xs, rows, k, &mut got) };
+                        kernels.push(("avx512", got));
+                    }
+                }
+                for (name, got) in kernels {
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(g, w)| (g - w).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-4, "{name}, {rows} rows: {worst}");
+                }
+            }
+        }
+        let k = 41;
+        let w: Vec<f32> = (0..k * TILE)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 997.0)
+            .collect();
+        check(&w);
+        check(&w.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>());
+        check(&w.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>());
     }
 
     #[test]
