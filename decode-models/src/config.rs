@@ -220,6 +220,20 @@ impl Gpt2Config {
         self.n_embd / self.n_head
     }
 
+    /// What attention scores of layer `layer` (from 0) are multiplied by: transformers divides
+    /// them by √head_dim (`scale_attn_weights`) and, optionally, by the layer's number
+    /// (`scale_attn_by_inverse_layer_idx`).
+    pub fn attention_scale(&self, layer: usize) -> f64 {
+        let mut scale = 1.0;
+        if self.scale_attn_weights {
+            scale /= (self.head_dim() as f64).sqrt();
+        }
+        if self.scale_attn_by_inverse_layer_idx {
+            scale /= (layer + 1) as f64;
+        }
+        scale
+    }
+
     /// GPT-2 small (124 M parameters): the shape benchmarks use.
     pub fn gpt2_small() -> Self {
         Gpt2Config {
@@ -243,6 +257,16 @@ impl Gpt2Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attention_scale_follows_both_flags() {
+        let mut c = Gpt2Config::gpt2_small();
+        assert_eq!(c.attention_scale(5), 1.0 / 8.0); // head_dim 64
+        c.scale_attn_by_inverse_layer_idx = true;
+        assert_eq!(c.attention_scale(2), 1.0 / 8.0 / 3.0);
+        c.scale_attn_weights = false;
+        assert_eq!(c.attention_scale(2), 1.0 / 3.0);
+    }
 
     #[test]
     fn defaults_are_gpt2_small() {

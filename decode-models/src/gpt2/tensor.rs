@@ -79,10 +79,8 @@ pub struct AttentionShape {
     pub heads: usize,
     /// Width of one head.
     pub head_dim: usize,
-    /// Divide scores by √head_dim (`scale_attn_weights`).
-    pub scale_by_head_dim: bool,
-    /// Also divide by layer index + 1 (`scale_attn_by_inverse_layer_idx`).
-    pub scale_by_layer: bool,
+    /// What this layer's scores are multiplied by ([`crate::Gpt2Config::attention_scale`]).
+    pub scale: f64,
 }
 
 /// A GPT-2 block.
@@ -158,19 +156,12 @@ impl<B: Backend> Block<B> {
         let (q, k, v) = (split(0), split(1), split(2));
         let (k, v) = cache.append(layer, step.start, k, v)?;
         let len = k.dims()[2];
-        let mut scale = 1.0;
-        if shape.scale_by_head_dim {
-            scale /= (head_dim as f64).sqrt();
-        }
-        if shape.scale_by_layer {
-            scale /= (layer + 1) as f64;
-        }
         let mask = step
             .mask
             .clone()
             .map(|m| m.expand([rows, heads, steps, len]));
         let options = AttentionModuleOptions {
-            scale: Some(scale),
+            scale: Some(shape.scale),
             softcap: None,
             // Bottom-right aligned: new token i sees every cached slot and new tokens ≤ i.
             is_causal: mask.is_none(),
@@ -191,7 +182,8 @@ pub struct BurnGpt2<B: Backend> {
     ln_f: LayerNorm<B>,
     /// `[n_embd, vocab_size]`.
     lm_head: Linear<B>,
-    shape: AttentionShape,
+    /// Per layer.
+    shapes: Vec<AttentionShape>,
     device: B::Device,
 }
 
@@ -214,12 +206,13 @@ impl<B: Backend> BurnGpt2<B> {
                 .collect(),
             ln_f: LayerNorm::new(w.ln_f, eps, device),
             lm_head: Linear::new(head, None, device),
-            shape: AttentionShape {
-                heads: config.n_head,
-                head_dim: config.head_dim(),
-                scale_by_head_dim: config.scale_attn_weights,
-                scale_by_layer: config.scale_attn_by_inverse_layer_idx,
-            },
+            shapes: (0..config.n_layer)
+                .map(|layer| AttentionShape {
+                    heads: config.n_head,
+                    head_dim: config.head_dim(),
+                    scale: config.attention_scale(layer),
+                })
+                .collect(),
             device: device.clone(),
         }
     }
@@ -247,8 +240,8 @@ impl<B: Backend> BurnGpt2<B> {
             self.int_tensor(step.positions.clone(), rows, steps),
         );
         let mut x = tokens + positions;
-        for (layer, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, layer, self.shape, cache, &step)?;
+        for (layer, (block, &shape)) in self.blocks.iter().zip(&self.shapes).enumerate() {
+            x = block.forward(x, layer, shape, cache, &step)?;
         }
         if last_only {
             let embd = x.dims()[2];

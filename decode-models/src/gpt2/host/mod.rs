@@ -91,10 +91,9 @@ pub struct HostGpt2 {
     /// `[embd, vocab]`.
     lm_head: HostLinear,
     embd: usize,
-    head_dim: usize,
     activation: Activation,
-    scale_by_head_dim: bool,
-    scale_by_layer: bool,
+    /// Per layer, what attention scores are multiplied by.
+    scales: Vec<f32>,
 }
 
 impl HostGpt2 {
@@ -112,10 +111,10 @@ impl HostGpt2 {
             ln_f: LayerNorm::new(w.ln_f, eps),
             lm_head: HostLinear::new(config.n_embd, config.vocab_size, head.into(), None),
             embd: config.n_embd,
-            head_dim: config.head_dim(),
             activation: config.activation,
-            scale_by_head_dim: config.scale_attn_weights,
-            scale_by_layer: config.scale_attn_by_inverse_layer_idx,
+            scales: (0..config.n_layer)
+                .map(|layer| config.attention_scale(layer) as f32)
+                .collect(),
         }
     }
 
@@ -163,8 +162,8 @@ impl HostGpt2 {
             let p = positions[t] as usize;
             add(xt, &self.wpe[p * e..(p + 1) * e]);
         }
-        for (layer, (block, cache)) in self.blocks.iter().zip(layers).enumerate() {
-            block.forward(&mut x, pass, cache, self.scale(layer));
+        for ((block, cache), &scale) in self.blocks.iter().zip(layers).zip(&self.scales) {
+            block.forward(&mut x, pass, cache, scale);
         }
         if last_only {
             x = x
@@ -175,18 +174,6 @@ impl HostGpt2 {
         }
         let m = x.len() / e;
         self.lm_head.forward(&self.ln_f.forward(&x), m)
-    }
-
-    /// transformers divides scores by √head_dim and, optionally, by the layer's number.
-    fn scale(&self, layer: usize) -> f32 {
-        let mut scale = 1.0f64;
-        if self.scale_by_head_dim {
-            scale /= (self.head_dim as f64).sqrt();
-        }
-        if self.scale_by_layer {
-            scale /= (layer + 1) as f64;
-        }
-        scale as f32
     }
 }
 
