@@ -5,9 +5,9 @@
 //! Decoding multiplies a handful of rows (1 for a step, γ+1 for a speculative verify) by each
 //! weight matrix, so it is bound by how fast the weights stream from memory. General GEMM packs
 //! the weights first, which costs 2–3× for 3–9 rows. Here the weights are laid out once, at load
-//! time, as column tiles that are each one contiguous stream; a tile is read once per 16 rows and
-//! accumulated into an L1-sized buffer, tiles in parallel on every core. f16 and bf16 weights move
-//! half the bytes of f32.
+//! time, as column tiles that are each one contiguous stream; a tile is read from memory once per
+//! 64 rows, tiles in parallel on every core. With AVX-512, four rows share each weight load (AVX2:
+//! two). f16 and bf16 weights move half the bytes of f32.
 
 use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
