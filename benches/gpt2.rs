@@ -6,8 +6,8 @@
 //!
 //! `<path>` is `host` (the default on a CPU: plain Rust over host memory) or `tensor-<backend>`
 //! (burn tensor operations on that backend, as a GPU runs them). criterion reports both as
-//! elements (tokens) per second. `cargo bench --bench gpt2` (add `--features ndarray` to compare
-//! burn-ndarray's tensor path).
+//! elements (tokens) per second. `cargo bench --bench gpt2` (add `--features ndarray,candle` to
+//! compare burn-ndarray's and burn-candle's tensor paths).
 
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -54,6 +54,13 @@ fn benches(c: &mut Criterion) {
     use decode::models::backend::{Cpu, cpu_device};
     bench_path::<Cpu>(c, "host", cpu_device(), ComputePath::Host);
     bench_path::<Cpu>(c, "tensor-flex", cpu_device(), ComputePath::Tensor);
+    #[cfg(feature = "candle")]
+    bench_path::<decode::models::backend::Candle>(
+        c,
+        "tensor-candle",
+        Default::default(),
+        ComputePath::Tensor,
+    );
     #[cfg(feature = "ndarray")]
     bench_path::<decode::models::backend::NdArray>(
         c,

@@ -1,8 +1,9 @@
 //! Which burn backend runs the model.
 //!
 //! The CPU default is burn-flex: measured several times faster than burn-ndarray at batch-1 decode
-//! (see the README's benchmark table). burn-ndarray is available behind the `ndarray` feature, and
-//! burn-cuda behind `cuda`, chosen at run time after [`cuda_device`] finds a usable driver.
+//! (see the README's benchmark table). burn-ndarray is available behind the `ndarray` feature,
+//! burn-candle behind `candle` (both for comparison), and burn-cuda behind `cuda`, chosen at run
+//! time after [`cuda_device`] finds a usable driver.
 
 pub use burn::tensor::backend::Backend;
 use decode_core::Result;
@@ -18,6 +19,11 @@ pub fn cpu_device() -> burn::backend::flex::FlexDevice {
 /// burn-ndarray, f32.
 #[cfg(feature = "ndarray")]
 pub type NdArray = burn::backend::NdArray;
+
+/// burn-candle (candle-core on the CPU), f32: for the backend comparison in `benches/gpt2.rs`.
+#[cfg(feature = "candle")]
+#[allow(deprecated)] // burn 0.21 deprecates burn-candle; it stays here only to be measured.
+pub type Candle = burn::backend::Candle<f32, i64>;
 
 /// burn-cuda, f32.
 #[cfg(feature = "cuda")]
