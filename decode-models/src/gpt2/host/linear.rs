@@ -65,10 +65,7 @@ impl HostWeights {
         match data.dtype {
             DType::F16 => data.into_vec::<f16>().map(HostWeights::F16),
             DType::BF16 => data.into_vec::<bf16>().map(HostWeights::BF16),
-            _ => data
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map(HostWeights::F32),
+            _ => Ok(HostWeights::F32(super::f32_vec(data))),
         }
         .unwrap_or_else(|_| HostWeights::F32(Vec::new()))
     }
@@ -145,7 +142,7 @@ impl HostLinear {
     /// From `[weight [inputs, outputs], bias [outputs]]` in any float dtype.
     pub fn from_data([weight, bias]: [TensorData; 2]) -> Self {
         let [inputs, outputs] = [weight.shape[0], weight.shape[1]];
-        let bias = bias.convert::<f32>().into_vec::<f32>().ok();
+        let bias = Some(super::f32_vec(bias));
         HostLinear::new(inputs, outputs, HostWeights::from_data(weight), bias)
     }
 
