@@ -149,6 +149,8 @@ enum BackendChoice {
     Cpu,
     /// burn-cuda on NVIDIA GPU 0 (needs a build with `--features cuda`).
     Cuda,
+    /// burn-wgpu on the default adapter: Vulkan, Metal or DX12 (needs `--features wgpu`).
+    Wgpu,
 }
 
 /// The `--json` output. Later flags add fields; existing ones keep their meaning.
@@ -207,6 +209,10 @@ fn run(args: &Args) -> Result<()> {
         BackendChoice::Cuda => run_on::<backend::Cuda>(args, &backend::cuda_device(0)?),
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => backend::cuda_device(0).map(|_| ()),
+        #[cfg(feature = "wgpu")]
+        BackendChoice::Wgpu => run_on::<backend::Wgpu>(args, &backend::wgpu_device()?),
+        #[cfg(not(feature = "wgpu"))]
+        BackendChoice::Wgpu => backend::wgpu_device().map(|_| ()),
     }
 }
 

@@ -7,7 +7,7 @@
 //! ([`Cache::rollback`]) become masked slots, so rows can advance by different amounts in one batch.
 
 use burn_tensor::backend::Backend;
-use burn_tensor::{Bool, Int, Tensor, TensorData};
+use burn_tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use crate::{Batch, Error, Result};
 
@@ -75,12 +75,14 @@ pub struct KvCache<B: Backend> {
     positions: Vec<usize>,
     /// True while every slot of every row is real (plain causal attention suffices).
     dense: bool,
+    dtype: DType,
     device: B::Device,
 }
 
 impl<B: Backend> KvCache<B> {
     /// An empty cache of `layers` layers for `rows` sequences, with room for `capacity` slots
-    /// before it grows (it doubles when full).
+    /// before it grows (it doubles when full), holding keys and values in `dtype` (the dtype the
+    /// model computes in: f32, or f16/bf16 on a GPU).
     pub fn new(
         layers: usize,
         rows: usize,
@@ -88,9 +90,10 @@ impl<B: Backend> KvCache<B> {
         head_dim: usize,
         capacity: usize,
         device: &B::Device,
+        dtype: DType,
     ) -> Self {
         let capacity = capacity.max(1);
-        let zeros = || Tensor::<B, 4>::zeros([rows, heads, capacity, head_dim], device);
+        let zeros = || Tensor::<B, 4>::zeros([rows, heads, capacity, head_dim], (device, dtype));
         KvCache {
             layers: (0..layers).map(|_| Some((zeros(), zeros()))).collect(),
             rows,
@@ -101,6 +104,7 @@ impl<B: Backend> KvCache<B> {
             real: vec![Vec::new(); rows],
             positions: vec![0; rows],
             dense: true,
+            dtype,
             device: device.clone(),
         }
     }
@@ -216,8 +220,9 @@ impl<B: Backend> KvCache<B> {
     /// Puts back what [`KvCache::take_host`] took, written or not.
     pub fn restore_host(&mut self, layers: Vec<HostLayer>) {
         for (slot, layer) in self.layers.iter_mut().zip(layers) {
-            let tensor =
-                |v: Vec<f32>| Tensor::from_data(TensorData::new(v, layer.shape), &self.device);
+            let tensor = |v: Vec<f32>| {
+                Tensor::from_data(TensorData::new(v, layer.shape), (&self.device, self.dtype))
+            };
             *slot = Some((tensor(layer.keys), tensor(layer.values)));
         }
     }
@@ -240,7 +245,7 @@ impl<B: Backend> KvCache<B> {
         let extra = capacity - self.capacity;
         let shape = [self.rows, self.heads, extra, self.head_dim];
         for (k, v) in self.layers.iter_mut().flatten() {
-            let pad = Tensor::<B, 4>::zeros(shape, &self.device);
+            let pad = Tensor::<B, 4>::zeros(shape, (&self.device, self.dtype));
             *k = Tensor::cat(vec![k.clone(), pad.clone()], 2);
             *v = Tensor::cat(vec![v.clone(), pad], 2);
         }

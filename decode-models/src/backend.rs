@@ -2,8 +2,9 @@
 //!
 //! The CPU default is burn-flex: measured several times faster than burn-ndarray at batch-1 decode
 //! (see the README's benchmark table). burn-ndarray is available behind the `ndarray` feature,
-//! burn-candle behind `candle` (both for comparison), and burn-cuda behind `cuda`, chosen at run
-//! time after [`cuda_device`] finds a usable driver.
+//! burn-candle behind `candle` (both for comparison). GPUs: burn-cuda behind `cuda`, chosen at run
+//! time after [`cuda_device`] finds a usable driver, and burn-wgpu behind `wgpu` (Vulkan, Metal,
+//! DX12; Mesa's lavapipe on a machine without a GPU), after [`wgpu_device`] finds an adapter.
 
 pub use burn::tensor::backend::Backend;
 use decode_core::Result;
@@ -63,5 +64,61 @@ pub fn cuda_device(index: usize) -> Result<burn::backend::cuda::CudaDevice> {
 pub fn cuda_device(_index: usize) -> Result<()> {
     Err(decode_core::Error::Unsupported(
         "--backend cuda: this build has no CUDA support (rebuild with --features cuda)".into(),
+    ))
+}
+
+/// burn-wgpu (Vulkan, Metal, DX12 or WebGPU, through wgpu), f32 by default, with burn's kernel fusion.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+
+/// The wgpu device, after checking that wgpu finds an adapter (a GPU, or a software driver such as
+/// Mesa's lavapipe).
+///
+/// burn panics on first use of a wgpu tensor when there is no adapter; this turns that case into
+/// [`decode_core::Error::Unsupported`]. The adapter is the one burn itself picks for
+/// `WgpuDevice::DefaultDevice` (high-performance preference).
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> Result<burn::backend::wgpu::WgpuDevice> {
+    wgpu_adapter_name().map(|_| burn::backend::wgpu::WgpuDevice::DefaultDevice)
+}
+
+/// The name and driver of the adapter [`wgpu_device`] uses (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)
+/// / llvmpipe`), or why there is none.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_adapter_name() -> Result<String> {
+    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+    // The graphics API burn uses for the default device (Vulkan on Linux, Metal on macOS, …).
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: AutoGraphicsApi::backend().into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+    };
+    let adapter = burn::tensor::try_read_sync(instance.request_adapter(&options))
+        .ok_or_else(|| wgpu_missing("the adapter request did not complete"))?
+        .map_err(|e| wgpu_missing(&e.to_string()))?;
+    let info = adapter.get_info();
+    Ok(format!(
+        "{} / {} ({:?})",
+        info.name, info.driver, info.backend
+    ))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_missing(why: &str) -> decode_core::Error {
+    decode_core::Error::Unsupported(format!(
+        "--backend wgpu: no GPU adapter found ({why}); without a GPU on Linux, Mesa's software \
+         Vulkan driver works: apt-get install mesa-vulkan-drivers"
+    ))
+}
+
+/// Without the `wgpu` feature, wgpu is always refused.
+#[cfg(not(feature = "wgpu"))]
+pub fn wgpu_device() -> Result<()> {
+    Err(decode_core::Error::Unsupported(
+        "--backend wgpu: this build has no wgpu support (rebuild with --features wgpu)".into(),
     ))
 }

@@ -1,8 +1,8 @@
 //! Reading GPT-2 weights from a HuggingFace `model.safetensors`.
 //!
-//! Accepts tensors stored as f32, f16 or bf16 (kept in that dtype: the model widens to f32 as it
-//! computes), names with or
-//! without the `transformer.` prefix, and a tied or separate `lm_head.weight`. Every tensor's shape is
+//! Accepts tensors stored as f32, f16 or bf16, kept in that dtype (the host path widens to f32 as it
+//! computes; the tensor path computes in f32, or in the stored dtype on a GPU that supports it:
+//! [`crate::gpt2::Precision`]), names with or without the `transformer.` prefix, and a tied or separate `lm_head.weight`. Every tensor's shape is
 //! checked against the config before anything is built; missing, unexpected and misshapen tensors
 //! are errors that name the tensor. GPT-2's `Conv1D` weights are `[in, out]`, which is already the
 //! layout burn's `linear` takes, so nothing is transposed.
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use burn::tensor::TensorData;
+use burn::tensor::{DType, Distribution, Tensor, TensorData};
 use decode_core::{Error, Result};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
@@ -48,6 +48,78 @@ pub struct Gpt2Weights {
     pub ln_f: [TensorData; 2],
     /// A separate LM head `[vocab_size, n_embd]`; `None` when tied to `wte`.
     pub lm_head: Option<TensorData>,
+}
+
+impl BlockWeights {
+    fn convert(self, dtype: DType) -> Self {
+        let pair = |[w, b]: [TensorData; 2]| [w.convert_dtype(dtype), b.convert_dtype(dtype)];
+        BlockWeights {
+            ln_1: pair(self.ln_1),
+            c_attn: pair(self.c_attn),
+            attn_proj: pair(self.attn_proj),
+            ln_2: pair(self.ln_2),
+            c_fc: pair(self.c_fc),
+            mlp_proj: pair(self.mlp_proj),
+        }
+    }
+}
+
+impl Gpt2Weights {
+    /// Random weights of `config`'s shape in f32 (GPT-2's initialisation scale: N(0, 0.02), layer
+    /// norms at 1), drawn on the CPU from `seed`: the same values whatever backend later runs them.
+    /// For benchmarks and tests, no files needed.
+    pub fn random(config: &Gpt2Config, seed: u64) -> Self {
+        use burn::backend::Flex;
+        let device = burn::backend::flex::FlexDevice;
+        <Flex as burn::tensor::backend::Backend>::seed(&device, seed);
+        let normal = |shape: Vec<usize>, std: f64| {
+            let n: usize = shape.iter().product();
+            let values =
+                Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, std), &device).into_data();
+            TensorData::new(
+                values.to_vec::<f32>().unwrap_or_else(|_| vec![0.0; n]),
+                shape,
+            )
+        };
+        let pair = |shape: Vec<usize>, out: usize| [normal(shape, 0.02), normal(vec![out], 0.02)];
+        let norm = |e: usize| [TensorData::new(vec![1f32; e], [e]), normal(vec![e], 0.02)];
+        let (e, i, v) = (config.n_embd, config.n_inner, config.vocab_size);
+        Gpt2Weights {
+            wte: normal(vec![v, e], 0.02),
+            wpe: normal(vec![config.n_positions, e], 0.01),
+            blocks: (0..config.n_layer)
+                .map(|_| BlockWeights {
+                    ln_1: norm(e),
+                    c_attn: pair(vec![e, 3 * e], 3 * e),
+                    attn_proj: pair(vec![e, e], e),
+                    ln_2: norm(e),
+                    c_fc: pair(vec![e, i], i),
+                    mlp_proj: pair(vec![i, e], e),
+                })
+                .collect(),
+            ln_f: norm(e),
+            lm_head: (!config.tie_word_embeddings).then(|| normal(vec![v, e], 0.02)),
+        }
+    }
+
+    /// Every tensor converted to `dtype` (f32, f16 or bf16), as a checkpoint stored in it would be.
+    pub fn convert(self, dtype: DType) -> Self {
+        Gpt2Weights {
+            wte: self.wte.convert_dtype(dtype),
+            wpe: self.wpe.convert_dtype(dtype),
+            blocks: self.blocks.into_iter().map(|b| b.convert(dtype)).collect(),
+            ln_f: [
+                self.ln_f[0].clone().convert_dtype(dtype),
+                self.ln_f[1].clone().convert_dtype(dtype),
+            ],
+            lm_head: self.lm_head.map(|h| h.convert_dtype(dtype)),
+        }
+    }
+
+    /// The dtype the checkpoint stores its weights in (that of `wte`).
+    pub fn dtype(&self) -> DType {
+        self.wte.dtype
+    }
 }
 
 /// Every tensor GPT-2 needs for `config`, with its shape (names without the `transformer.` prefix).

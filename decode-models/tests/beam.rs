@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use burn::tensor::backend::Backend;
 use decode_core::{EarlyStopping, GenerationConfig};
 use decode_models::Gpt2;
 use decode_models::backend::{Cpu, cpu_device};
@@ -26,9 +27,26 @@ struct Case {
 
 #[test]
 fn beam_search_matches_transformers() {
+    beam_search_on::<Cpu>(&cpu_device());
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_beam_search_matches_transformers() {
+    let device = decode_models::backend::wgpu_device().expect("a wgpu adapter (CI: lavapipe)");
+    beam_search_on::<decode_models::backend::Wgpu>(&device);
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_beam_search_matches_transformers() {
+    let device = decode_models::backend::cuda_device(0).expect("an NVIDIA GPU");
+    beam_search_on::<decode_models::backend::Cuda>(&device);
+}
+
+fn beam_search_on<B: Backend>(device: &B::Device) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let model =
-        Gpt2::<Cpu>::load(root.join("tests/fixtures/gpt2-tiny-tied"), &cpu_device()).unwrap();
+    let model = Gpt2::<B>::load(root.join("tests/fixtures/gpt2-tiny-tied"), device).unwrap();
     let text =
         std::fs::read_to_string(root.join("../decode-samplers/tests/fixtures/beam.json")).unwrap();
     let cases: Vec<Case> = serde_json::from_str(&text).unwrap();

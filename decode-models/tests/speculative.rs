@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::TensorData;
+use burn::tensor::backend::Backend;
 use decode_core::SpeculativeStats;
 use decode_core::{Error, Flow, GenerationConfig, LanguageModel, Result, greedy};
 use decode_models::backend::{Cpu, cpu_device};
@@ -17,10 +18,14 @@ use decode_samplers::speculative::{
 };
 
 fn fixture(name: &str) -> Gpt2<Cpu> {
+    fixture_on(name, &cpu_device())
+}
+
+fn fixture_on<B: Backend>(name: &str, device: &B::Device) -> Gpt2<B> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
-    Gpt2::load(dir, &cpu_device()).unwrap()
+    Gpt2::load(dir, device).unwrap()
 }
 
 /// A draft that agrees with the target only partly: its weights with the final layer norm's bias
@@ -40,7 +45,7 @@ fn perturbed_draft() -> Gpt2<Cpu> {
 }
 
 /// A draft of the target's vocabulary that disagrees with it often: random weights.
-fn random_draft(target: &Gpt2<Cpu>) -> Gpt2<Cpu> {
+fn random_draft<B: Backend>(target: &Gpt2<B>) -> Gpt2<B> {
     let t = target.config();
     let config = Gpt2Config {
         n_layer: 1,
@@ -49,11 +54,11 @@ fn random_draft(target: &Gpt2<Cpu>) -> Gpt2<Cpu> {
         n_inner: 64,
         ..t.clone()
     };
-    Gpt2::random(config, 99, &cpu_device())
+    Gpt2::random(config, 99, target.device())
 }
 
-fn run(
-    target: &Gpt2<Cpu>,
+fn run<B: Backend>(
+    target: &Gpt2<B>,
     drafter: &mut dyn Drafter,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
@@ -103,7 +108,27 @@ fn greedy_config(n: usize) -> GenerationConfig {
 
 #[test]
 fn speculative_greedy_equals_plain_greedy() {
-    let target = fixture("gpt2-tiny-tied");
+    speculative_greedy_identity::<Cpu>(&cpu_device());
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_speculative_greedy_equals_plain_greedy() {
+    let device = decode_models::backend::wgpu_device().expect("a wgpu adapter (CI: lavapipe)");
+    speculative_greedy_identity::<decode_models::backend::Wgpu>(&device);
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_speculative_greedy_equals_plain_greedy() {
+    let device = decode_models::backend::cuda_device(0).expect("an NVIDIA GPU");
+    speculative_greedy_identity::<decode_models::backend::Cuda>(&device);
+}
+
+/// Under greedy decoding, every drafter and schedule gives plain greedy's ids, one prompt at a time
+/// and batched (rows accepting different counts).
+fn speculative_greedy_identity<B: Backend>(device: &B::Device) {
+    let target = fixture_on::<B>("gpt2-tiny-tied", device);
     let draft = random_draft(&target);
     let prompts = vec![
         vec![7],

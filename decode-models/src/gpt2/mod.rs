@@ -2,7 +2,8 @@
 //!
 //! [`Gpt2`] loads and checks a checkpoint, then computes on one of two paths that give the same
 //! logits: [`host`] on CPU backends (the fast path: plain Rust over host memory) and the tensor
-//! path ([`BurnGpt2`], burn operations: what GPUs run). [`ComputePath`] picks one explicitly.
+//! path ([`BurnGpt2`], burn operations: what GPUs run). [`ComputePath`] picks one explicitly;
+//! [`Precision`] says what the tensor path computes in.
 
 pub mod host;
 mod tensor;
@@ -10,7 +11,7 @@ mod tensor;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, TensorData};
 use decode_core::{Batch, Cache, Error, KvCache, LanguageModel, Logits, Result};
 
 pub use host::HostGpt2;
@@ -32,6 +33,34 @@ pub enum ComputePath {
     Host,
     /// burn tensor operations on the backend's device ([`BurnGpt2`]): what GPUs run.
     Tensor,
+}
+
+/// What the tensor path stores weights, activations and the KV cache in. The host path always
+/// reads the stored dtype and accumulates in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// On a GPU, the checkpoint's own dtype when the device computes in it (f16 on most adapters;
+    /// bf16 on CUDA; wgpu has no bf16 arithmetic, so bf16 runs in f32 there); f32 otherwise and on
+    /// CPUs.
+    #[default]
+    Auto,
+    /// f32 whatever the checkpoint: what the fidelity tests compare with transformers to 1e-4.
+    F32,
+}
+
+impl Precision {
+    /// The dtype a model whose checkpoint is stored in `stored` computes in on `device`.
+    pub fn resolve<B: Backend>(self, stored: DType, device: &B::Device) -> DType {
+        let half = matches!(stored, DType::F16 | DType::BF16);
+        match self {
+            Precision::Auto
+                if half && !is_cpu::<B>(device) && B::supports_dtype(device, stored) =>
+            {
+                stored
+            }
+            _ => DType::F32,
+        }
+    }
 }
 
 /// The weights, laid out for one of the two paths.
@@ -57,7 +86,17 @@ impl<B: Backend> Gpt2<B> {
 
     /// Like [`Gpt2::load`], computing on the path given.
     pub fn load_on(dir: impl AsRef<Path>, device: &B::Device, path: ComputePath) -> Result<Self> {
-        Self::read(dir.as_ref(), device, path, &mut |_, _| {})
+        Self::read(dir.as_ref(), device, path, Precision::Auto, &mut |_, _| {})
+    }
+
+    /// Like [`Gpt2::load_on`], the tensor path computing in `precision`.
+    pub fn load_with(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        path: ComputePath,
+        precision: Precision,
+    ) -> Result<Self> {
+        Self::read(dir.as_ref(), device, path, precision, &mut |_, _| {})
     }
 
     /// Like [`Gpt2::load`], reporting `(bytes read, total bytes)` of `model.safetensors`.
@@ -66,13 +105,20 @@ impl<B: Backend> Gpt2<B> {
         device: &B::Device,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        Self::read(dir.as_ref(), device, ComputePath::Auto, progress)
+        Self::read(
+            dir.as_ref(),
+            device,
+            ComputePath::Auto,
+            Precision::Auto,
+            progress,
+        )
     }
 
     fn read(
         dir: &Path,
         device: &B::Device,
         path: ComputePath,
+        precision: Precision,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
         if !dir.is_dir() {
@@ -84,7 +130,9 @@ impl<B: Backend> Gpt2<B> {
         let config = Gpt2Config::from_file(dir.join("config.json"))?;
         let weights =
             Gpt2Weights::read_with_progress(dir.join("model.safetensors"), &config, progress)?;
-        Ok(Self::from_weights_on(config, weights, device, path))
+        Ok(Self::from_weights_with(
+            config, weights, device, path, precision,
+        ))
     }
 
     /// Builds the model from host weights already checked against `config`.
@@ -95,10 +143,22 @@ impl<B: Backend> Gpt2<B> {
     /// Like [`Gpt2::from_weights`], computing on the path given.
     pub fn from_weights_on(
         config: Gpt2Config,
-        mut w: Gpt2Weights,
+        w: Gpt2Weights,
         device: &B::Device,
         path: ComputePath,
     ) -> Self {
+        Self::from_weights_with(config, w, device, path, Precision::Auto)
+    }
+
+    /// Like [`Gpt2::from_weights_on`], the tensor path computing in `precision`.
+    pub fn from_weights_with(
+        config: Gpt2Config,
+        mut w: Gpt2Weights,
+        device: &B::Device,
+        path: ComputePath,
+        precision: Precision,
+    ) -> Self {
+        let dtype = precision.resolve::<B>(w.dtype(), device);
         let head = transpose(w.lm_head.take().unwrap_or_else(|| w.wte.clone()));
         let host = match path {
             ComputePath::Auto => is_cpu::<B>(device),
@@ -108,12 +168,21 @@ impl<B: Backend> Gpt2<B> {
         let body = if host {
             Body::Host(HostGpt2::new(&config, w, head))
         } else {
-            Body::Tensor(BurnGpt2::new(&config, w, head, device))
+            Body::Tensor(BurnGpt2::new(&config, w, head, device, dtype))
         };
         Gpt2 {
             config,
             body,
             device: device.clone(),
+        }
+    }
+
+    /// The dtype activations and the KV cache are held in: f32 on the host path; on the tensor
+    /// path, what [`Precision`] resolved to.
+    pub fn dtype(&self) -> DType {
+        match &self.body {
+            Body::Host(_) => DType::F32,
+            Body::Tensor(model) => model.dtype(),
         }
     }
 
@@ -132,38 +201,7 @@ impl<B: Backend> Gpt2<B> {
 
     /// Like [`Gpt2::random`], computing on the path given.
     pub fn random_on(config: Gpt2Config, seed: u64, device: &B::Device, path: ComputePath) -> Self {
-        B::seed(device, seed);
-        let normal = |shape: Vec<usize>, std: f64| {
-            let n: usize = shape.iter().product();
-            let values = Tensor::<B, 1>::random([n], Distribution::Normal(0.0, std), device)
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .unwrap_or_else(|_| vec![0.0; n]);
-            TensorData::new(values, shape)
-        };
-        let pair = |shape: Vec<usize>, out: usize| [normal(shape, 0.02), normal(vec![out], 0.02)];
-        let norm = |e: usize| {
-            let ones = TensorData::new(vec![1f32; e], [e]);
-            [ones, normal(vec![e], 0.02)]
-        };
-        let (e, i, v) = (config.n_embd, config.n_inner, config.vocab_size);
-        let weights = Gpt2Weights {
-            wte: normal(vec![v, e], 0.02),
-            wpe: normal(vec![config.n_positions, e], 0.01),
-            blocks: (0..config.n_layer)
-                .map(|_| crate::weights::BlockWeights {
-                    ln_1: norm(e),
-                    c_attn: pair(vec![e, 3 * e], 3 * e),
-                    attn_proj: pair(vec![e, e], e),
-                    ln_2: norm(e),
-                    c_fc: pair(vec![e, i], i),
-                    mlp_proj: pair(vec![i, e], e),
-                })
-                .collect(),
-            ln_f: norm(e),
-            lm_head: (!config.tie_word_embeddings).then(|| normal(vec![v, e], 0.02)),
-        };
+        let weights = Gpt2Weights::random(&config, seed);
         Self::from_weights_on(config, weights, device, path)
     }
 
@@ -237,6 +275,7 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
             c.head_dim(),
             c.n_positions.min(INITIAL_CACHE_SLOTS),
             &self.device,
+            self.dtype(),
         )
     }
 

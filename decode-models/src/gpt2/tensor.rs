@@ -2,13 +2,17 @@
 //!
 //! A block is pre-norm attention with a KV cache, then a pre-norm MLP. The CPU backends take the
 //! host path ([`super::host`]) instead, which computes the same function with less overhead.
+//!
+//! Weights, activations and the cache are all in one dtype ([`BurnGpt2::dtype`]): f32, or the
+//! checkpoint's f16/bf16 on a GPU that computes in it. A decode step reads nothing back but the
+//! logits, and only the positions asked for.
 
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 use decode_core::cache::Step;
 use decode_core::{Batch, Error, KvCache, Result};
 
@@ -17,24 +21,38 @@ use crate::Activation;
 /// `x · weight + bias` with GPT-2's `[in, out]` weight, through burn's matmul.
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
-    /// `[in, out]`, f32.
+    /// `[in, out]`.
     weight: Tensor<B, 2>,
     /// `[out]`.
     bias: Option<Tensor<B, 1>>,
 }
 
+/// A host tensor on `device`, converted to `dtype`.
+fn upload<B: Backend, const D: usize>(
+    t: TensorData,
+    device: &B::Device,
+    dtype: DType,
+) -> Tensor<B, D> {
+    Tensor::from_data(t.convert_dtype(dtype), (device, dtype))
+}
+
 impl<B: Backend> Linear<B> {
-    /// From a host weight `[in, out]` (any float dtype) and optional bias `[out]`.
-    pub fn new(weight: TensorData, bias: Option<TensorData>, device: &B::Device) -> Self {
+    /// From a host weight `[in, out]` (any float dtype) and optional bias `[out]`, stored in `dtype`.
+    pub fn new(
+        weight: TensorData,
+        bias: Option<TensorData>,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Self {
         Linear {
-            weight: Tensor::from_data(weight.convert::<f32>(), device),
-            bias: bias.map(|b| Tensor::from_data(b.convert::<f32>(), device)),
+            weight: upload(weight, device, dtype),
+            bias: bias.map(|b| upload(b, device, dtype)),
         }
     }
 
     /// From `[weight, bias]`.
-    pub fn with_bias([weight, bias]: [TensorData; 2], device: &B::Device) -> Self {
-        Self::new(weight, Some(bias), device)
+    pub fn with_bias([weight, bias]: [TensorData; 2], device: &B::Device, dtype: DType) -> Self {
+        Self::new(weight, Some(bias), device, dtype)
     }
 
     /// `x` is `[rows, steps, in]`; returns `[rows, steps, out]`.
@@ -52,11 +70,16 @@ pub struct LayerNorm<B: Backend> {
 }
 
 impl<B: Backend> LayerNorm<B> {
-    /// From host weight and bias.
-    pub fn new([weight, bias]: [TensorData; 2], epsilon: f64, device: &B::Device) -> Self {
+    /// From host weight and bias, stored in `dtype`.
+    pub fn new(
+        [weight, bias]: [TensorData; 2],
+        epsilon: f64,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Self {
         LayerNorm {
-            weight: Tensor::from_data(weight.convert::<f32>(), device),
-            bias: Tensor::from_data(bias.convert::<f32>(), device),
+            weight: upload(weight, device, dtype),
+            bias: upload(bias, device, dtype),
             epsilon,
         }
     }
@@ -83,6 +106,15 @@ pub struct AttentionShape {
     pub scale: f64,
 }
 
+impl AttentionShape {
+    /// The scale to pass to burn: `None` when it is burn's own default, 1/√head_dim, because burn
+    /// routes any explicit scale to its multi-kernel fallback instead of the fused attention kernel.
+    fn burn_scale(&self) -> Option<f64> {
+        let default = 1.0 / (self.head_dim as f64).sqrt();
+        (self.scale != default).then_some(self.scale)
+    }
+}
+
 /// A GPT-2 block.
 #[derive(Debug, Clone)]
 pub struct Block<B: Backend> {
@@ -96,20 +128,21 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    /// From host weights.
+    /// From host weights, stored in `dtype`.
     pub fn new(
         w: crate::weights::BlockWeights,
         epsilon: f64,
         activation: Activation,
         device: &B::Device,
+        dtype: DType,
     ) -> Self {
         Block {
-            ln_1: LayerNorm::new(w.ln_1, epsilon, device),
-            c_attn: Linear::with_bias(w.c_attn, device),
-            attn_proj: Linear::with_bias(w.attn_proj, device),
-            ln_2: LayerNorm::new(w.ln_2, epsilon, device),
-            c_fc: Linear::with_bias(w.c_fc, device),
-            mlp_proj: Linear::with_bias(w.mlp_proj, device),
+            ln_1: LayerNorm::new(w.ln_1, epsilon, device, dtype),
+            c_attn: Linear::with_bias(w.c_attn, device, dtype),
+            attn_proj: Linear::with_bias(w.attn_proj, device, dtype),
+            ln_2: LayerNorm::new(w.ln_2, epsilon, device, dtype),
+            c_fc: Linear::with_bias(w.c_fc, device, dtype),
+            mlp_proj: Linear::with_bias(w.mlp_proj, device, dtype),
             activation,
         }
     }
@@ -145,26 +178,36 @@ impl<B: Backend> Block<B> {
         let AttentionShape {
             heads, head_dim, ..
         } = shape;
-        let qkv = self.c_attn.forward(x);
-        // [rows, steps, embd] → [rows, heads, steps, head_dim]
-        let split = |i: usize| {
-            qkv.clone()
-                .slice([0..rows, 0..steps, i * embd..(i + 1) * embd])
-                .reshape([rows, steps, heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (split(0), split(1), split(2));
+        // [rows, steps, 3·embd] → [3·rows, heads, steps, head_dim] in one copy (the reshape after
+        // the permute); q, k and v are then contiguous slices of it, where slicing each part out
+        // of the projection first would need a copy per part.
+        let qkv = self
+            .c_attn
+            .forward(x)
+            .reshape([rows, steps, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4])
+            .reshape([3 * rows, heads, steps, head_dim]);
+        let part = |i: usize| qkv.clone().slice([i * rows..(i + 1) * rows]);
+        let (q, k, v) = (part(0), part(1), part(2));
         let (k, v) = cache.append(layer, step.start, k, v)?;
         let len = k.dims()[2];
         let mask = step
             .mask
             .clone()
             .map(|m| m.expand([rows, heads, steps, len]));
+        // One new token with no hidden slot sees every slot: no mask at all, and burn's default
+        // scale where it applies, so burn may pick its fused attention kernel. Several new tokens
+        // go to burn's reference path with an explicit scale: its causal mask is bottom-right
+        // aligned (token i sees the cache and new tokens ≤ i), which the fused kernel's is not.
+        let single = steps == 1 && mask.is_none();
         let options = AttentionModuleOptions {
-            scale: Some(shape.scale),
+            scale: if single {
+                shape.burn_scale()
+            } else {
+                Some(shape.scale)
+            },
             softcap: None,
-            // Bottom-right aligned: new token i sees every cached slot and new tokens ≤ i.
-            is_causal: mask.is_none(),
+            is_causal: mask.is_none() && steps > 1,
         };
         let out = attention(q, k, v, mask, None, options)
             .swap_dims(1, 2)
@@ -184,28 +227,31 @@ pub struct BurnGpt2<B: Backend> {
     lm_head: Linear<B>,
     /// Per layer.
     shapes: Vec<AttentionShape>,
+    dtype: DType,
     device: B::Device,
 }
 
 impl<B: Backend> BurnGpt2<B> {
     /// From weights checked against `config`; `head` is the LM head transposed to `[embd, vocab]`.
+    /// Everything is stored and computed in `dtype`.
     pub fn new(
         config: &crate::Gpt2Config,
         w: crate::weights::Gpt2Weights,
         head: TensorData,
         device: &B::Device,
+        dtype: DType,
     ) -> Self {
         let eps = config.layer_norm_epsilon;
         BurnGpt2 {
-            wte: Tensor::from_data(w.wte.convert::<f32>(), device),
-            wpe: Tensor::from_data(w.wpe.convert::<f32>(), device),
+            wte: upload(w.wte, device, dtype),
+            wpe: upload(w.wpe, device, dtype),
             blocks: w
                 .blocks
                 .into_iter()
-                .map(|b| Block::new(b, eps, config.activation, device))
+                .map(|b| Block::new(b, eps, config.activation, device, dtype))
                 .collect(),
-            ln_f: LayerNorm::new(w.ln_f, eps, device),
-            lm_head: Linear::new(head, None, device),
+            ln_f: LayerNorm::new(w.ln_f, eps, device, dtype),
+            lm_head: Linear::new(head, None, device, dtype),
             shapes: (0..config.n_layer)
                 .map(|layer| AttentionShape {
                     heads: config.n_head,
@@ -213,8 +259,14 @@ impl<B: Backend> BurnGpt2<B> {
                     scale: config.attention_scale(layer),
                 })
                 .collect(),
+            dtype,
             device: device.clone(),
         }
+    }
+
+    /// The dtype weights, activations and the cache are held in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Runs `batch` (already checked) through the model from `cache`; with `last_only`, the LM
@@ -247,9 +299,11 @@ impl<B: Backend> BurnGpt2<B> {
             let embd = x.dims()[2];
             x = x.slice([0..rows, steps - 1..steps, 0..embd]);
         }
+        // The one read back of the step.
         self.lm_head
             .forward(self.ln_f.forward(x))
             .into_data()
+            .convert::<f32>()
             .into_vec::<f32>()
             .map_err(|e| Error::Shape(format!("reading logits back: {e:?}")))
     }
