@@ -30,15 +30,15 @@ append = false
 EOF
     (cd "$dir" && "$GENERATE" --backend "$BACKEND" ${MODEL:+--model "$MODEL"} --ignore-eos \
         --prompt "And God said, Let there be light" --max-new-tokens "$steps" --json >/dev/null)
-    sort "$dir/launches.log" | uniq -c | sort -k2 >"$dir/by-kernel"
-    wc -l <"$dir/launches.log"
+    sed 's/^Executing //' "$dir/launches.log" >"$dir/names"
+    wc -l <"$dir/names"
 }
 
 a=$(count "$N")
 b=$(count "$((2 * N))")
 echo "backend $BACKEND: $a launches for $N new tokens, $b for $((2 * N)):" \
     "$(((b - a) / N)) per decode step"
-echo "kernels of one decode step (count per step, name):"
-join -1 2 -2 2 -a 2 -e 0 -o '0,1.1,2.1' <(sort -k2 "$work/$N/by-kernel") \
-    <(sort -k2 "$work/$((2 * N))/by-kernel") |
-    awk -v n="$N" '{ d = ($3 - $2) / n; if (d > 0) printf "%6.2f  %s\n", d, $1 }' | sort -rn
+echo "kernels of one decode step (launches per step, kernel):"
+awk -v n="$N" 'FNR == NR { a[$0]++; next } { b[$0]++ }
+    END { for (k in b) { d = (b[k] - a[k]) / n; if (d > 0) printf "%6.2f  %s\n", d, k } }' \
+    "$work/$N/names" "$work/$((2 * N))/names" | sort -rn

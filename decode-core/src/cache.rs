@@ -147,7 +147,7 @@ impl<B: Backend> KvCache<B> {
         }
         self.dense &= !batch.has_padding();
         self.len = end;
-        let mask = (!self.dense).then(|| self.mask(start, steps));
+        let mask = (!self.dense).then(|| self.attention_mask(start, steps));
         Ok(Step {
             start,
             positions,
@@ -227,9 +227,11 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
-    /// `[rows, 1, steps, len]`, true where a new token must not look: later slots, and hidden or
-    /// padding slots (except its own, so a padding query never has an empty softmax).
-    fn mask(&self, start: usize, steps: usize) -> Tensor<B, 4, Bool> {
+    /// `[rows, 1, steps, len]` for the `steps` new tokens written from slot `start`, true where a
+    /// new token must not look: later slots (causal, bottom-right aligned: token i sees the cache
+    /// and new tokens ≤ i), and hidden or padding slots (except its own, so a padding query never
+    /// has an empty softmax). [`KvCache::begin`] returns it when slots are hidden.
+    pub fn attention_mask(&self, start: usize, steps: usize) -> Tensor<B, 4, Bool> {
         let len = self.len;
         let mut m = Vec::with_capacity(self.rows * steps * len);
         for real in &self.real {

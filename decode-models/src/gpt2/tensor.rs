@@ -10,8 +10,7 @@
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
-use burn::tensor::module::{attention, linear};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::linear;
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
 use decode_core::cache::Step;
 use decode_core::{Batch, Error, KvCache, Result};
@@ -106,15 +105,6 @@ pub struct AttentionShape {
     pub scale: f64,
 }
 
-impl AttentionShape {
-    /// The scale to pass to burn: `None` when it is burn's own default, 1/√head_dim, because burn
-    /// routes any explicit scale to its multi-kernel fallback instead of the fused attention kernel.
-    fn burn_scale(&self) -> Option<f64> {
-        let default = 1.0 / (self.head_dim as f64).sqrt();
-        (self.scale != default).then_some(self.scale)
-    }
-}
-
 /// A GPT-2 block.
 #[derive(Debug, Clone)]
 pub struct Block<B: Backend> {
@@ -187,31 +177,31 @@ impl<B: Backend> Block<B> {
             .reshape([rows, steps, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4])
             .reshape([3 * rows, heads, steps, head_dim]);
-        let part = |i: usize| qkv.clone().slice([i * rows..(i + 1) * rows]);
+        let part = |i: usize| qkv.clone().narrow(0, i * rows, rows);
         let (q, k, v) = (part(0), part(1), part(2));
         let (k, v) = cache.append(layer, step.start, k, v)?;
         let len = k.dims()[2];
-        let mask = step
-            .mask
-            .clone()
-            .map(|m| m.expand([rows, heads, steps, len]));
-        // One new token with no hidden slot sees every slot: no mask at all, and burn's default
-        // scale where it applies, so burn may pick its fused attention kernel. Several new tokens
-        // go to burn's reference path with an explicit scale: its causal mask is bottom-right
-        // aligned (token i sees the cache and new tokens ≤ i), which the fused kernel's is not.
-        let single = steps == 1 && mask.is_none();
-        let options = AttentionModuleOptions {
-            scale: if single {
-                shape.burn_scale()
-            } else {
-                Some(shape.scale)
-            },
-            softcap: None,
-            is_causal: mask.is_none() && steps > 1,
+        // softmax(q·kᵀ · scale, masked) · v as plain tensor operations, so burn's fusion merges the
+        // scale into the first matmul and the softmax's elementwise work into its reductions.
+        // (burn's `attention` op runs its fallback unfused, 12 kernels a layer, whenever the
+        // scale is explicit or autotune prefers it; its fused kernel aligns the causal mask
+        // top-left, which is wrong for new tokens after a cache.)
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(shape.scale);
+        let scores = match &step.mask {
+            Some(mask) => {
+                let mask = mask.clone().expand([rows, heads, steps, len]);
+                scores.mask_fill(mask, f32::NEG_INFINITY)
+            }
+            None => scores,
         };
-        let out = attention(q, k, v, mask, None, options)
-            .swap_dims(1, 2)
-            .reshape([rows, steps, embd]);
+        let out = activation::softmax(scores, 3).matmul(v);
+        // [rows, heads, steps, head_dim] → [rows, steps, embd]; with one step the two layouts are
+        // the same bytes, so no copy.
+        let out = if steps == 1 {
+            out.reshape([rows, steps, embd])
+        } else {
+            out.swap_dims(1, 2).reshape([rows, steps, embd])
+        };
         Ok(self.attn_proj.forward(out))
     }
 }
@@ -292,6 +282,13 @@ impl<B: Backend> BurnGpt2<B> {
             self.int_tensor(step.positions.clone(), rows, steps),
         );
         let mut x = tokens + positions;
+        // Several new tokens need the causal mask; the cache gives one only when slots are hidden.
+        let step = Step {
+            mask: step
+                .mask
+                .or_else(|| (steps > 1).then(|| cache.attention_mask(step.start, steps))),
+            ..step
+        };
         for (layer, (block, &shape)) in self.blocks.iter().zip(&self.shapes).enumerate() {
             x = block.forward(x, layer, shape, cache, &step)?;
         }
