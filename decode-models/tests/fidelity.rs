@@ -212,9 +212,9 @@ fn greedy_ids_and_logprobs<B: Backend>(models: Vec<(String, Gpt2<B>, Reference)>
 
 /// How far f16 / bf16 logits may be from f32 ones on the fixtures, where activations, softmax and
 /// the cache are held in that dtype. f16: measured worst 1.98e-2 on lavapipe (the fixtures'
-/// logits lie within ±4, where an f16 ulp is 2e-3: about 10 ulps after 2-4 layers), 2.5× margin. bf16 has 3 fewer mantissa bits
-/// (8× the rounding), so 8× that worst with margin; only CUDA computes in bf16 (wgpu has no bf16
-/// arithmetic and runs bf16 checkpoints in f32).
+/// logits lie within ±4, where an f16 ulp is 2e-3: about 10 ulps), with 2.5× margin. bf16 has 3
+/// fewer mantissa bits (8× the rounding): 8× that worst, with margin. Only CUDA computes in bf16
+/// (wgpu has no bf16 arithmetic and runs bf16 checkpoints in f32).
 const TOLERANCE_F16: f32 = 5e-2;
 const TOLERANCE_BF16: f32 = 2.5e-1;
 
