@@ -2,7 +2,7 @@
 # The CUDA check in two halves, for a GPU machine that has no Rust toolchain and no network.
 #
 #   tools/gpu_check.sh build   # here, with cargo: builds the `--features cuda` test, bench and
-#                              # example binaries into target/gpu/ (stripped; ~tens of MB)
+#                              # example binaries into target/gpu/ (stripped, gzipped: ~42 MB)
 #   tools/gpu_check.sh run     # there, in a copy of this repository with target/gpu/ carried along:
 #                              # fidelity tests on CUDA, then GPT-2-small tok/s (f32/f16/bf16,
 #                              # batch 1 and 8), then `generate --backend cuda` end to end
@@ -43,11 +43,31 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpt2":
         print(m["executable"])' <<<"$json" | while read -r exe; do cp "$exe" "$BUNDLE/bench-gpt2"; done
     strip "$BUNDLE"/* 2>/dev/null || true
+    # One gzip archive: 5 binaries of ~33 MB each compress to ~42 MB, under the 64 MiB a carried
+    # folder may hold.
+    (cd "$BUNDLE" && tar czf binaries.tar.gz test-* bench-gpt2 generate && rm test-* bench-gpt2 generate)
     # The test binaries find their fixtures under the path they were built in.
     echo "$ROOT" > "$BUNDLE/built-in"
     echo "$BACKEND" > "$BUNDLE/backend"
     ls -la "$BUNDLE"
     du -sh "$BUNDLE"
+}
+
+# Stops with one line when the machine lacks what the backend loads at run time.
+preflight() {
+    [ "$BACKEND" = cuda ] || return 0
+    local libs dirs=${LD_LIBRARY_PATH:-}
+    libs=$(ldconfig -p)
+    for d in ${dirs//:/ }; do libs+=" $(ls "$d" 2>/dev/null)"; done
+    if ! grep -q libcuda.so <<<"$libs"; then
+        echo "no libcuda on this machine: the CUDA check needs an NVIDIA driver"
+        exit 1
+    fi
+    if ! grep -q libnvrtc <<<"$libs"; then
+        echo "no libnvrtc on the library path: install the CUDA toolkit, or"
+        echo "pip install nvidia-cuda-nvrtc-cu12 and add its lib/ folder to LD_LIBRARY_PATH"
+        exit 1
+    fi
 }
 
 run() {
@@ -56,29 +76,25 @@ run() {
     local built failed=0
     built=$(cat "$BUNDLE/built-in")
     BACKEND=$(cat "$BUNDLE/backend")
+    [ -x "$BUNDLE/generate" ] || tar xzf "$BUNDLE/binaries.tar.gz" -C "$BUNDLE"
+    preflight
+    # The test binaries read their fixtures under the build machine's checkout path: point it here.
+    if [ "$built" != "$ROOT" ] && [ ! -e "$built" ]; then
+        mkdir -p "$(dirname "$built")" && ln -s "$ROOT" "$built"
+    fi
     {
         echo "== machine"
         date -u
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || echo "no nvidia-smi"
         lscpu | grep -E "Model name|^CPU\(s\)" || true
-        if [ "$BACKEND" = cuda ] && ! ldconfig -p | grep -q libcuda.so; then
-            echo "no libcuda on this machine: the CUDA check needs an NVIDIA driver"
-            exit 1
-        fi
-        # Fixtures are read from the build machine's checkout path: point it here.
-        if [ "$built" != "$ROOT" ] && [ ! -e "$built" ]; then
-            mkdir -p "$(dirname "$built")" && ln -s "$ROOT" "$built"
-        fi
-        for t in "${TESTS[@]}"; do
-            echo "== test $t ($BACKEND)"
-            # The GPU tests only (their names start with the backend), one at a time.
-            if ! (cd "$built/decode-models" && "$ROOT/$BUNDLE/test-$t" "$BACKEND" --test-threads 1 --nocapture); then
-                echo "FAILED: test $t"
-                failed=1
-            fi
-        done
     } 2>&1 | tee "$out/check.log"
-    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    for t in "${TESTS[@]}"; do
+        echo "== test $t ($BACKEND: the tests whose names contain it, one at a time)" | tee -a "$out/check.log"
+        if ! "$BUNDLE/test-$t" "$BACKEND" --test-threads 1 --nocapture 2>&1 | tee -a "$out/check.log"; then
+            echo "FAILED: test $t" | tee -a "$out/check.log"
+            failed=1
+        fi
+    done
     echo "== bench (GPT-2 small, random weights)" | tee "$out/bench.log"
     if ! "$BUNDLE/bench-gpt2" --bench "tensor-$BACKEND" --warm-up-time 2 --measurement-time 4 \
         2>&1 | tee -a "$out/bench.log"; then
@@ -93,7 +109,7 @@ run() {
     fi
     cat "$out/generate.json"
     echo
-    [ "$failed" = 0 ] && echo "== all passed" || echo "== some steps FAILED"
+    if [ "$failed" = 0 ]; then echo "== all passed"; else echo "== some steps FAILED"; fi
     return "$failed"
 }
 

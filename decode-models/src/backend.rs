@@ -44,6 +44,14 @@ pub fn cuda_device(index: usize) -> Result<burn::backend::cuda::CudaDevice> {
             "--backend cuda: no NVIDIA driver (libcuda) found on this machine".into(),
         ));
     }
+    // SAFETY: as above, for NVRTC, which burn-cuda compiles its kernels with.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::Unsupported(
+            "--backend cuda: NVRTC (libnvrtc, from the CUDA toolkit or pip's \
+             nvidia-cuda-nvrtc-cu12) is not on the library path"
+                .into(),
+        ));
+    }
     result::init().map_err(|e| {
         Error::Unsupported(format!(
             "--backend cuda: the CUDA driver failed to start: {e}"
