@@ -9,6 +9,9 @@
 //!
 //! Without `--json` the text streams to stdout as it is generated and a one-line summary goes to
 //! stderr. With `--json`, stdout holds exactly one JSON object (see `JsonOutput`).
+//!
+//! Nothing here prints with `println!`/`eprintln!`, which panic when a stream is closed or full:
+//! a failed write (`| head -c1`, `2>/dev/full`) ends the run with a failure status.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use decode::core::{
-    EarlyStopping, Flow, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel,
+    EarlyStopping, Flow, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel, files,
 };
 use decode::models::backend::Backend;
 use decode::models::backend::{self, Cpu};
@@ -183,40 +186,70 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let rendered = e.to_string();
-            eprintln!(
-                "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid arguments")
-            );
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            // If even the report cannot be written, the exit status still says it failed.
+            let _ = say(&mut std::io::stderr().lock(), first);
             return ExitCode::from(2);
         }
     };
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let _ = say(&mut std::io::stderr().lock(), &format!("error: {e}"));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Writes `text` and a newline to `stream` (a locked stdout or stderr), flushed: an error instead
+/// of `println!`'s panic when the stream is closed or full.
+fn say<W: Write + Stream>(stream: &mut W, text: &str) -> Result<()> {
+    writeln!(stream, "{text}")
+        .and_then(|()| stream.flush())
+        .map_err(|e| Error::io(W::NAME, e))
+}
+
+/// The name a failed write reports.
+trait Stream {
+    const NAME: &'static str;
+}
+
+impl Stream for std::io::StdoutLock<'_> {
+    const NAME: &'static str = "<stdout>";
+}
+
+impl Stream for std::io::StderrLock<'_> {
+    const NAME: &'static str = "<stderr>";
+}
+
 fn run(args: &Args) -> Result<()> {
+    // Flags that need no model are checked before loading one.
+    let schedule = draft_schedule(args)?;
     match args.backend {
-        BackendChoice::Cpu => run_on::<Cpu>(args, &backend::cpu_device()),
+        BackendChoice::Cpu => run_on::<Cpu>(args, schedule, &backend::cpu_device()),
         #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => run_on::<backend::Cuda>(args, &backend::cuda_device(0)?),
+        BackendChoice::Cuda => run_on::<backend::Cuda>(args, schedule, &backend::cuda_device(0)?),
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => backend::cuda_device(0).map(|_| ()),
         #[cfg(feature = "wgpu")]
-        BackendChoice::Wgpu => run_on::<backend::Wgpu>(args, &backend::wgpu_device()?),
+        BackendChoice::Wgpu => run_on::<backend::Wgpu>(args, schedule, &backend::wgpu_device()?),
         #[cfg(not(feature = "wgpu"))]
         BackendChoice::Wgpu => backend::wgpu_device().map(|_| ()),
     }
 }
 
-fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
+/// `--draft-schedule` with `--draft-tokens` (validated: γ from 1 to `MAX_DRAFT_TOKENS`).
+fn draft_schedule(args: &Args) -> Result<DraftSchedule> {
+    let gamma = args
+        .draft_tokens
+        .unwrap_or(if args.speculative { 1 } else { 4 });
+    DraftSchedule::parse(&args.draft_schedule, gamma)
+}
+
+fn run_on<B: Backend>(args: &Args, schedule: DraftSchedule, device: &B::Device) -> Result<()> {
     let model = load::<B>(&model_dir(args)?, device)?;
     let draft_dir = match (&args.draft, args.speculative, &args.model) {
         (Some(dir), _, _) => Some(dir.clone()),
@@ -233,7 +266,7 @@ fn run_on<B: Backend>(args: &Args, device: &B::Device) -> Result<()> {
         Some(dir) => Some(load::<B>(dir, device)?),
         None => None,
     };
-    generate(&model, draft.as_ref(), args)
+    generate(&model, draft.as_ref(), args, schedule)
 }
 
 /// `--model`, or the embedded target.
@@ -265,10 +298,12 @@ fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt2<B>> {
 fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
     let model = model_dir(args)?;
     let path = args.tokenizer.as_deref().unwrap_or(&model);
-    let has_files =
-        |dir: &Path| dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file();
+    // Present but not regular (a FIFO, /dev/zero) is read, and refused, rather than skipped.
+    let has_files = |dir: &Path| {
+        files::is_present(&dir.join("tokenizer.json")) || files::is_present(&dir.join("vocab.json"))
+    };
     match path {
-        file if file.is_file() => Tokenizer::from_file(file).map(Some),
+        file if files::is_present(file) && !file.is_dir() => Tokenizer::from_file(file).map(Some),
         dir if has_files(dir) => Tokenizer::from_dir(dir).map(Some),
         // Ids in, ids out: a model without tokenizer files still runs with --prompt-ids.
         _ if args.prompt.is_none() && args.tokenizer.is_none() => Ok(None),
@@ -333,12 +368,13 @@ fn generation_config(args: &Args) -> Result<GenerationConfig> {
     Ok(c)
 }
 
-fn generate<M: LanguageModel>(model: &M, draft: Option<&M>, args: &Args) -> Result<()> {
+fn generate<M: LanguageModel>(
+    model: &M,
+    draft: Option<&M>,
+    args: &Args,
+    schedule: DraftSchedule,
+) -> Result<()> {
     let config = generation_config(args)?;
-    let gamma = args
-        .draft_tokens
-        .unwrap_or(if args.speculative { 1 } else { 4 });
-    let schedule = DraftSchedule::parse(&args.draft_schedule, gamma)?;
     let mut draft_model = draft.map(|d| DraftModel::new(d, args.seed.wrapping_add(0x5eed)));
     let mut lookup = match args.prompt_lookup {
         Some(0) => return Err(Error::invalid("prompt-lookup", "must be at least 1")),
@@ -406,7 +442,7 @@ fn generate<M: LanguageModel>(model: &M, draft: Option<&M>, args: &Args) -> Resu
             write_text(&mut stdout, &format!("--- sequence {i}{score}\n{text}\n"))?;
         }
     } else {
-        writeln!(stdout).map_err(|e| Error::io("stdout", e))?;
+        say(&mut stdout, "")?;
     }
     let s = &output.stats;
     let speculative = s
@@ -421,20 +457,22 @@ fn generate<M: LanguageModel>(model: &M, draft: Option<&M>, args: &Args) -> Resu
             )
         })
         .unwrap_or_default();
-    eprintln!(
-        "{} new tokens, prefill {:.1} ms, decode {:.1} tok/s, {} target calls{speculative}",
-        s.new_tokens,
-        s.prefill_seconds * 1e3,
-        s.tokens_per_second,
-        s.target_forward_calls
-    );
-    Ok(())
+    say(
+        &mut std::io::stderr().lock(),
+        &format!(
+            "{} new tokens, prefill {:.1} ms, decode {:.1} tok/s, {} target calls{speculative}",
+            s.new_tokens,
+            s.prefill_seconds * 1e3,
+            s.tokens_per_second,
+            s.target_forward_calls
+        ),
+    )
 }
 
 fn write_text(out: &mut impl Write, text: &str) -> Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| Error::io("stdout", e))
+        .map_err(|e| Error::io("<stdout>", e))
 }
 
 fn print_json(output: &GenerationOutput, tokenizer: Option<&Tokenizer>) -> Result<()> {
@@ -461,5 +499,5 @@ fn print_json(output: &GenerationOutput, tokenizer: Option<&Tokenizer>) -> Resul
     };
     let text = serde_json::to_string(&json)
         .map_err(|e| Error::Unsupported(format!("cannot write JSON: {e}")))?;
-    writeln!(std::io::stdout(), "{text}").map_err(|e| Error::io("stdout", e))
+    say(&mut std::io::stdout().lock(), &text)
 }

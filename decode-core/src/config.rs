@@ -146,17 +146,18 @@ impl GenerationConfig {
     /// Reads a `generation_config.json` (unknown fields are ignored), then validates it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: Self = serde_json::from_str(&text)
+        let bytes = crate::files::read_capped(path, crate::files::CONFIG_MAX_BYTES)?;
+        let config: Self = serde_json::from_slice(&bytes)
             .map_err(|e| Error::format(path, format!("not a valid generation config: {e}")))?;
         config.validate()?;
         Ok(config)
     }
 
-    /// The model directory's `generation_config.json` if it has one, else the defaults.
+    /// The model directory's `generation_config.json` if it has one, else the defaults. One that is
+    /// there but is not a regular file (a FIFO, a directory, a broken link) is an error, not skipped.
     pub fn for_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().join("generation_config.json");
-        if path.is_file() {
+        if crate::files::is_present(&path) {
             Self::from_file(path)
         } else {
             Ok(Self::default())

@@ -66,6 +66,16 @@ pub enum Error {
     /// The request is valid but not supported (a missing GPU driver, an unknown activation…).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// NaN or infinite values where finite ones are required: the model's logits (non-finite
+    /// weights or inputs) or logits after the processors (a setting whose effect overflows f32,
+    /// or every token masked). The message names the step and the sequence.
+    #[error("non-finite values: {0}")]
+    NonFinite(String),
+    /// A drafter's proposal breaks the contract speculative decoding relies on (a token outside
+    /// the vocabulary, a distribution that is not finite, negative or normalised, or that gives
+    /// its own token probability 0): keeping it would change the output distribution.
+    #[error("invalid draft: {0}")]
+    Draft(String),
 }
 
 impl Error {

@@ -184,10 +184,13 @@ where
                     continue;
                 }
                 let raw = logits.last(i);
+                let step = row.tokens.len() - row.prompt_len;
+                check_logits(raw, step, i)?;
                 scratch.clear();
                 scratch.extend_from_slice(raw);
                 let ctx = Context::new(&row.tokens, row.prompt_len);
                 let id = samplers[i].sample(&ctx, &mut scratch);
+                check_chosen(&scratch, id, step, i)?;
                 samplers[i].accept(id);
                 row.tokens.push(id);
                 row.logprobs.push(log_softmax_at(raw, id));
@@ -338,15 +341,63 @@ pub fn check_prompt<M: LanguageModel>(
     Ok(())
 }
 
-/// Index of the largest value; the first one on ties (NaN never wins).
+/// Index of the largest value; the first one on ties. NaN never wins: the result is the largest
+/// non-NaN value's index (0 for an empty or all-NaN slice, which [`check_logits`] refuses first).
 pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
+    let mut best: Option<(usize, f32)> = None;
     for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
         }
     }
-    best as u32
+    best.map_or(0, |(i, _)| i as u32)
+}
+
+/// Refuses a row of raw logits holding NaN or ±∞ (the model's weights or inputs are not finite):
+/// [`Error::NonFinite`] naming the step and the sequence. One pass that vectorises: multiplying
+/// by zero turns only NaN and ±∞ into NaN, and a NaN survives any sum.
+pub fn check_logits(raw: &[f32], step: usize, sequence: usize) -> Result<()> {
+    let mut lanes = [0f32; 16];
+    let chunks = raw.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * 0.0).sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v * 0.0;
+        }
+    }
+    if raw.is_empty() || (lanes.iter().sum::<f32>() + tail).is_nan() {
+        let what = match raw.iter().find(|v| !v.is_finite()) {
+            Some(v) if v.is_nan() => "NaN",
+            Some(_) => "an infinite value",
+            None => "no values",
+        };
+        return Err(Error::NonFinite(format!(
+            "the model's logits hold {what} at step {step} of sequence {sequence}: its weights \
+             or inputs are not finite"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a chosen token whose processed logit is not finite: NaN or +∞ when a setting's effect
+/// overflowed f32 (a tiny temperature, a huge penalty or bias), −∞ when the processors masked
+/// every token. [`Error::NonFinite`], naming the step and the sequence.
+pub fn check_chosen(processed: &[f32], id: u32, step: usize, sequence: usize) -> Result<()> {
+    match processed.get(id as usize) {
+        Some(v) if v.is_finite() => Ok(()),
+        Some(v) if *v == f32::NEG_INFINITY => Err(Error::NonFinite(format!(
+            "every token was masked at step {step} of sequence {sequence} (banned tokens, \
+             penalties or filters left none)"
+        ))),
+        Some(v) => Err(Error::NonFinite(format!(
+            "the processed logits hold {v} at step {step} of sequence {sequence}: a setting's \
+             effect overflows f32 (temperature, penalty or logit bias)"
+        ))),
+        None => Err(Error::Shape(format!(
+            "token {id} chosen from {} logits",
+            processed.len()
+        ))),
+    }
 }
 
 /// `log_softmax(values)[index]`, computed stably in f64.
@@ -363,6 +414,31 @@ mod tests {
     #[test]
     fn argmax_takes_first_tie() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
+
+    #[test]
+    fn nan_never_wins_argmax() {
+        assert_eq!(argmax(&[f32::NAN, 1.0, 2.0]), 2);
+        assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), 1);
+        assert_eq!(argmax(&[1.0, f32::NAN, 0.5]), 0);
+    }
+
+    #[test]
+    fn non_finite_logits_are_errors() {
+        let mut row = vec![0.5f32; 103];
+        assert!(check_logits(&row, 0, 0).is_ok());
+        for (i, bad) in [(0, f32::NAN), (50, f32::INFINITY), (102, f32::NEG_INFINITY)] {
+            let keep = row[i];
+            row[i] = bad;
+            let err = check_logits(&row, 4, 1).unwrap_err().to_string();
+            assert!(err.contains("step 4 of sequence 1"), "{err}");
+            row[i] = keep;
+        }
+        assert!(check_logits(&[], 0, 0).is_err());
+        assert!(check_chosen(&[0.0, f32::NEG_INFINITY], 1, 0, 0).is_err());
+        assert!(check_chosen(&[f32::NAN, 1.0], 0, 0, 0).is_err());
+        assert!(check_chosen(&[f32::INFINITY], 0, 0, 0).is_err());
+        assert!(check_chosen(&[1.0], 0, 0, 0).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod generate;
 pub mod model;
 pub mod sampling;

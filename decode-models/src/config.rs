@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use decode_core::files::CONFIG_MAX_BYTES;
 use decode_core::{Error, Result};
 use serde::Deserialize;
 
@@ -134,7 +135,7 @@ impl Gpt2Config {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = decode_core::files::read_to_string_capped(path, CONFIG_MAX_BYTES)?;
         Self::from_json(&text).map_err(|e| match e {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             other => other,

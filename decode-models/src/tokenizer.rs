@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use decode_core::{Error, Result};
+use decode_core::{Error, Result, files};
 use tokenizers::AddedToken;
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
 /// A byte-level BPE tokenizer (GPT-2's, or one trained the same way).
@@ -25,16 +25,12 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads a `tokenizer.json`.
+    /// Loads a `tokenizer.json` (a regular file of at most
+    /// [`TOKENIZER_MAX_BYTES`](decode_core::files::TOKENIZER_MAX_BYTES)).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        if !path.is_file() {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such tokenizer file"),
-            ));
-        }
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let bytes = files::read_capped(path, files::TOKENIZER_MAX_BYTES)?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| Error::format(path, format!("not a valid tokenizer.json: {e}")))?;
         Ok(Self::wrap(inner))
     }
@@ -42,20 +38,15 @@ impl Tokenizer {
     /// Builds GPT-2's tokenizer from `vocab.json` and `merges.txt` (no prefix space,
     /// `<|endoftext|>` special).
     pub fn from_vocab_merges(vocab: impl AsRef<Path>, merges: impl AsRef<Path>) -> Result<Self> {
-        let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
-        for path in [vocab, merges] {
-            if !path.is_file() {
-                return Err(Error::io(
-                    path,
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such tokenizer file"),
-                ));
-            }
-        }
-        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+        let (vocab_path, merges_path) = (vocab.as_ref(), merges.as_ref());
+        let vocab = read_vocab(vocab_path)?;
+        let merges = read_merges(merges_path)?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
             .build()
             .map_err(|e| {
                 Error::format(
-                    vocab,
+                    vocab_path,
                     format!("cannot build BPE from vocab and merges: {e}"),
                 )
             })?;
@@ -69,11 +60,12 @@ impl Tokenizer {
     }
 
     /// Loads the tokenizer of a HuggingFace model directory: `tokenizer.json`, or else
-    /// `vocab.json` + `merges.txt`.
+    /// `vocab.json` + `merges.txt`. A `tokenizer.json` that is there but is not a regular file is
+    /// an error, not skipped.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let json = dir.join("tokenizer.json");
-        if json.is_file() {
+        if files::is_present(&json) {
             Self::from_file(json)
         } else {
             Self::from_vocab_merges(dir.join("vocab.json"), dir.join("merges.txt"))
@@ -200,6 +192,46 @@ impl StreamDecoder<'_> {
         self.pending.clear();
         text
     }
+}
+
+/// Reads a `vocab.json`: an object of token → id (as `tokenizers`' `BPE::read_file`, which keeps
+/// only number values; ids must fit in a u32).
+fn read_vocab(path: &Path) -> Result<Vocab> {
+    let bytes = files::read_capped(path, files::TOKENIZER_MAX_BYTES)?;
+    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(path, format!("not a valid vocab.json: {e}")))?;
+    json.into_iter()
+        .filter_map(|(token, id)| match id {
+            serde_json::Value::Number(id) => Some((token, id)),
+            _ => None,
+        })
+        .map(|(token, id)| match id.as_u64().map(u32::try_from) {
+            Some(Ok(id)) => Ok((token, id)),
+            _ => Err(Error::format(
+                path,
+                format!("token {token:?} has id {id}, not a u32"),
+            )),
+        })
+        .collect()
+}
+
+/// Reads a `merges.txt`: one `left right` pair a line, after an optional `#version` line (as
+/// `tokenizers`' `BPE::read_file`).
+fn read_merges(path: &Path) -> Result<Merges> {
+    let text = files::read_to_string_capped(path, files::TOKENIZER_MAX_BYTES)?;
+    text.lines()
+        .filter(|line| !line.starts_with("#version"))
+        .enumerate()
+        .map(
+            |(rank, line)| match line.split(' ').collect::<Vec<_>>()[..] {
+                [left, right] => Ok((left.to_string(), right.to_string())),
+                _ => Err(Error::format(
+                    path,
+                    format!("merge {} is not two tokens separated by a space", rank + 1),
+                )),
+            },
+        )
+        .collect()
 }
 
 /// The inverse of GPT-2's `bytes_to_unicode`: the byte a vocabulary character stands for.

@@ -8,7 +8,6 @@
 //! layout burn's `linear` takes, so nothing is transposed.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
@@ -171,7 +170,9 @@ impl Gpt2Weights {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // Refuses a FIFO, device or directory before opening it; the size is checked below and by
+        // safetensors' header parsing.
+        let file = decode_core::files::open_regular(path)?;
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if size < 8 {
             return Err(Error::format(

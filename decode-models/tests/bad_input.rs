@@ -190,3 +190,147 @@ fn a_cache_from_another_model_is_refused() {
         "{err}"
     );
 }
+
+/// Runs `f` on its own thread and fails if it has not returned within a few seconds: a regression
+/// that blocks (opening a FIFO, reading /dev/zero) fails the test instead of hanging CI.
+fn quickly<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::sync::mpsc::RecvTimeoutError;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()).ok());
+    match rx.recv_timeout(LIMIT) {
+        Ok(value) => value,
+        Err(RecvTimeoutError::Timeout) => panic!("{what} did not return within {LIMIT:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
+
+/// Like `refused`, within a few seconds.
+fn refused_quickly(dir: &Path, needle: &str, matches: fn(&Error) -> bool) {
+    let owned = dir.to_path_buf();
+    let err = quickly(&format!("loading {}", dir.display()), move || {
+        load(&owned).err()
+    })
+    .expect("load must fail");
+    let message = err.to_string();
+    assert!(matches(&err), "unexpected variant: {err:?}");
+    assert!(
+        message.contains(needle),
+        "message {message:?} lacks {needle:?}"
+    );
+    assert!(
+        !message.contains('\n'),
+        "message is not one line: {message:?}"
+    );
+}
+
+fn mkfifo(path: &Path) {
+    std::fs::remove_file(path).ok();
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo must run");
+    assert!(status.success(), "mkfifo {} failed", path.display());
+}
+
+fn is_io(e: &Error) -> bool {
+    matches!(e, Error::Io { .. })
+}
+
+#[test]
+fn fifo_as_config_json() {
+    let s = Scratch::new("fifo-config");
+    mkfifo(&s.path("config.json"));
+    refused_quickly(&s.0, "config.json: is a FIFO, not a regular file", is_io);
+}
+
+#[test]
+fn fifo_as_model_safetensors() {
+    let s = Scratch::new("fifo-weights");
+    mkfifo(&s.path("model.safetensors"));
+    refused_quickly(
+        &s.0,
+        "model.safetensors: is a FIFO, not a regular file",
+        is_io,
+    );
+}
+
+#[test]
+fn directory_as_config_json() {
+    let s = Scratch::new("dir-config");
+    std::fs::remove_file(s.path("config.json")).unwrap();
+    std::fs::create_dir(s.path("config.json")).unwrap();
+    refused_quickly(
+        &s.0,
+        "config.json: is a directory, not a regular file",
+        is_io,
+    );
+}
+
+#[test]
+fn config_json_linked_to_dev_zero() {
+    let s = Scratch::new("zero-config");
+    std::fs::remove_file(s.path("config.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", s.path("config.json")).unwrap();
+    refused_quickly(
+        &s.0,
+        "config.json: is a character device, not a regular file",
+        is_io,
+    );
+}
+
+#[test]
+fn oversized_config_json() {
+    let s = Scratch::new("big-config");
+    let cap = decode_core::files::CONFIG_MAX_BYTES;
+    std::fs::write(s.path("config.json"), " ".repeat(cap as usize + 1)).unwrap();
+    refused_quickly(&s.0, "config.json: larger than 1 MiB", |e| {
+        matches!(e, Error::Format { .. })
+    });
+    // At the cap it is read (and refused only as JSON).
+    std::fs::write(s.path("config.json"), " ".repeat(cap as usize)).unwrap();
+    refused_quickly(&s.0, "not valid JSON", |e| matches!(e, Error::Config(_)));
+}
+
+#[test]
+fn special_tokenizer_and_generation_config_files() {
+    use decode_core::GenerationConfig;
+    use decode_models::Tokenizer;
+    let s = Scratch::new("fifo-tokenizer");
+    // A generation_config.json that is there but unreadable is an error, not the defaults.
+    mkfifo(&s.path("generation_config.json"));
+    let dir = s.0.clone();
+    let err = quickly("reading generation_config.json", move || {
+        GenerationConfig::for_model_dir(&dir).err()
+    })
+    .expect("a FIFO generation_config.json must be refused");
+    assert!(err.to_string().contains("is a FIFO"), "{err}");
+    // A tokenizer.json that is a FIFO is refused, not passed over for vocab.json + merges.txt.
+    mkfifo(&s.path("tokenizer.json"));
+    let dir = s.0.clone();
+    let err = quickly("reading tokenizer.json", move || {
+        Tokenizer::from_dir(&dir).err()
+    })
+    .expect("a FIFO tokenizer.json must be refused");
+    assert!(
+        err.to_string().contains("tokenizer.json: is a FIFO"),
+        "{err}"
+    );
+    // vocab.json and merges.txt go through the same checks.
+    let (vocab, merges) = (s.path("vocab.json"), s.path("merges.txt"));
+    std::os::unix::fs::symlink("/dev/zero", &vocab).unwrap();
+    std::fs::write(&merges, "#version: 0.2\na b\n").unwrap();
+    let err = quickly("reading vocab.json", move || {
+        Tokenizer::from_vocab_merges(&vocab, &merges).err()
+    })
+    .expect("vocab.json linked to /dev/zero must be refused");
+    assert!(err.to_string().contains("is a character device"), "{err}");
+    let (vocab, merges) = (s.path("vocab2.json"), s.path("merges.txt"));
+    std::fs::write(&vocab, r#"{"a": 0, "b": 1, "ab": 2}"#).unwrap();
+    mkfifo(&merges);
+    let err = quickly("reading merges.txt", move || {
+        Tokenizer::from_vocab_merges(&vocab, &merges).err()
+    })
+    .expect("a FIFO merges.txt must be refused");
+    assert!(err.to_string().contains("merges.txt: is a FIFO"), "{err}");
+}

@@ -143,6 +143,7 @@ pub fn beam_search<M: LanguageModel>(
             scores.clear();
             for (b, beam) in beams.iter().enumerate() {
                 let raw = logits.get(b.min(logits.rows() - 1), logits.steps() - 1);
+                decode_core::generate::check_logits(raw, generated, b)?;
                 log_softmax_into(raw, &mut row);
                 chain.apply(&Context::new(&beam.tokens, prompt_len), &mut row);
                 scores.extend(row.iter().map(|&s| s + beam.score));
@@ -159,6 +160,10 @@ pub fn beam_search<M: LanguageModel>(
             candidates.select_nth_unstable_by(keep - 1, by_score);
             candidates.truncate(keep);
             candidates.sort_by(by_score);
+            // The best candidate's processed score must be finite: NaN or +∞ when a setting's
+            // effect overflowed, −∞ when every token of every beam was masked.
+            let best = candidates[0] as usize;
+            decode_core::generate::check_chosen(&scores, best as u32, generated, best / vocab)?;
 
             let mut next: Vec<Beam> = Vec::with_capacity(k);
             let mut parents: Vec<usize> = Vec::with_capacity(k);

@@ -32,7 +32,7 @@ impl SamplerChain {
             SamplerChain::greedy()
         };
         if !config.logit_bias.is_empty() {
-            chain = chain.with(LogitBias::new(&config.logit_bias));
+            chain = chain.with(LogitBias::new(&config.logit_bias)?);
         }
         if config.repetition_penalty != 1.0 {
             chain = chain.with(RepetitionPenalty::new(config.repetition_penalty)?);

@@ -91,7 +91,7 @@ fn build(kind: &str, p: &Value) -> Box<dyn LogitsProcessor> {
                 .iter()
                 .map(|(k, v)| (k.parse().unwrap(), v.as_f64().unwrap() as f32))
                 .collect();
-            Box::new(LogitBias::new(&bias))
+            Box::new(LogitBias::new(&bias).unwrap())
         }
         "frequency_presence" => Box::new(
             FrequencyPresencePenalty::new(num(p, "frequency_penalty"), num(p, "presence_penalty"))

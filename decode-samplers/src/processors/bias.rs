@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use decode_core::{Context, LogitsProcessor};
+use decode_core::{Context, Error, LogitsProcessor, Result};
 
 /// Adds a fixed bias to chosen tokens' logits (OpenAI's `logit_bias`; transformers'
 /// `sequence_bias` for one-token sequences).
@@ -11,10 +11,16 @@ pub struct LogitBias {
 
 impl LogitBias {
     /// From token → bias.
-    pub fn new(bias: &BTreeMap<u32, f32>) -> Self {
-        LogitBias {
-            bias: bias.iter().map(|(&t, &b)| (t, b)).collect(),
+    pub fn new(bias: &BTreeMap<u32, f32>) -> Result<Self> {
+        if let Some((t, b)) = bias.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(Error::invalid(
+                "logit-bias",
+                format!("the bias of token {t} must be a finite number, not {b}"),
+            ));
         }
+        Ok(LogitBias {
+            bias: bias.iter().map(|(&t, &b)| (t, b)).collect(),
+        })
     }
 }
 

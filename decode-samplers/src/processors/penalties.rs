@@ -12,12 +12,7 @@ pub struct RepetitionPenalty {
 impl RepetitionPenalty {
     /// `penalty > 0`; 1 changes nothing, above 1 discourages repeats.
     pub fn new(penalty: f64) -> Result<Self> {
-        if !(penalty.is_finite() && penalty > 0.0) {
-            return Err(Error::invalid(
-                "repetition-penalty",
-                format!("must be a positive number, not {penalty}"),
-            ));
-        }
+        crate::processors::positive_f32("repetition-penalty", penalty)?;
         Ok(RepetitionPenalty {
             penalty,
             seen: Vec::new(),

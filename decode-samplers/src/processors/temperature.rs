@@ -1,4 +1,4 @@
-use decode_core::{Context, Error, LogitsProcessor, Result};
+use decode_core::{Context, LogitsProcessor, Result};
 
 /// Divides every logit by `temperature` (> 0): below 1 sharpens, above 1 flattens.
 #[derive(Debug, Clone)]
@@ -7,14 +7,10 @@ pub struct Temperature {
 }
 
 impl Temperature {
-    /// Refuses a temperature that is not a positive finite number.
+    /// Refuses a temperature that is not a positive number in f32, where it is applied: one that
+    /// becomes 0 or subnormal as an f32 (below 1.2e-38) would divide the logits into ±∞ or NaN.
     pub fn new(temperature: f64) -> Result<Self> {
-        if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(Error::invalid(
-                "temperature",
-                format!("must be a positive number, not {temperature}"),
-            ));
-        }
+        crate::processors::positive_f32("temperature", temperature)?;
         Ok(Temperature { temperature })
     }
 }

@@ -22,7 +22,7 @@ use decode_core::{
     LogitsProcessor, PositionStats, Result, Sequence, SpeculativeStats,
 };
 pub use drafter::{Draft, DraftModel, DraftRequest, Drafter, OracleDrafter, PromptLookup};
-pub use schedule::{DraftSchedule, GammaState, expected_speedup};
+pub use schedule::{DraftSchedule, GammaState, MAX_DRAFT_TOKENS, expected_speedup};
 pub use verify::{Verdict, verify};
 
 use crate::SamplerChain;
@@ -44,7 +44,8 @@ struct Row {
 /// shape both distributions, its selector decides and draws). `on_token` sees every kept token
 /// in order and may stop its sequence.
 ///
-/// Refuses a drafter of another vocabulary and beam search (`num_beams > 1`).
+/// Refuses a drafter of another vocabulary, beam search (`num_beams > 1`) and a schedule whose γ is
+/// 0 or above [`MAX_DRAFT_TOKENS`].
 pub fn speculative_generate<M: LanguageModel>(
     model: &M,
     drafter: &mut dyn Drafter,
@@ -59,6 +60,7 @@ pub fn speculative_generate<M: LanguageModel>(
             "beam search with a draft model or prompt lookup".into(),
         ));
     }
+    schedule.validate()?;
     if let Some(vocab) = drafter.vocab_size()
         && vocab != model.vocab_size()
     {
@@ -170,7 +172,7 @@ pub fn speculative_generate<M: LanguageModel>(
             let held = row.tokens.len() - 1; // real tokens in the target cache before this pass
             let verdict = verify(&mut row.chain, &row.tokens, row.prompt_len, draft, |j| {
                 logits.get(i, j)
-            });
+            })?;
             let g = draft.tokens.len();
             spec.drafted += g;
             spec.accepted += verdict.accepted;

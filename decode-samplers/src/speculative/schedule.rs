@@ -2,6 +2,11 @@
 
 use decode_core::{Error, Result};
 
+/// The largest γ (`--draft-tokens`) accepted. Acceptance decays geometrically with the draft's
+/// length, so past a few dozen tokens a longer draft only costs draft passes; and `auto` scans every
+/// γ up to its maximum before each verify step, so an absurd maximum (10⁸) would hang generation.
+pub const MAX_DRAFT_TOKENS: usize = 64;
+
 /// The rule that picks γ before each verify step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DraftSchedule {
@@ -16,19 +21,40 @@ pub enum DraftSchedule {
 }
 
 impl DraftSchedule {
-    /// Parses `constant`, `heuristic` or `auto` with γ (the maximum, for `auto`).
+    /// Parses `constant`, `heuristic` or `auto` with γ (the maximum, for `auto`), then
+    /// [validates](DraftSchedule::validate) it.
     pub fn parse(name: &str, gamma: usize) -> Result<Self> {
-        if gamma == 0 {
-            return Err(Error::invalid("draft-tokens", "must be at least 1"));
+        let schedule = match name {
+            "constant" => DraftSchedule::Constant(gamma),
+            "heuristic" => DraftSchedule::Heuristic(gamma),
+            "auto" => DraftSchedule::Auto(gamma),
+            other => {
+                return Err(Error::invalid(
+                    "draft-schedule",
+                    format!("must be constant, heuristic or auto, not {other:?}"),
+                ));
+            }
+        };
+        schedule.validate()?;
+        Ok(schedule)
+    }
+
+    /// The γ given: the constant, the heuristic's start or `auto`'s maximum.
+    pub fn gamma(&self) -> usize {
+        match *self {
+            DraftSchedule::Constant(g) | DraftSchedule::Heuristic(g) | DraftSchedule::Auto(g) => g,
         }
-        match name {
-            "constant" => Ok(DraftSchedule::Constant(gamma)),
-            "heuristic" => Ok(DraftSchedule::Heuristic(gamma)),
-            "auto" => Ok(DraftSchedule::Auto(gamma)),
-            other => Err(Error::invalid(
-                "draft-schedule",
-                format!("must be constant, heuristic or auto, not {other:?}"),
+    }
+
+    /// Checks that γ is from 1 to [`MAX_DRAFT_TOKENS`]; the error names `draft-tokens`.
+    pub fn validate(&self) -> Result<()> {
+        match self.gamma() {
+            0 => Err(Error::invalid("draft-tokens", "must be at least 1")),
+            g if g > MAX_DRAFT_TOKENS => Err(Error::invalid(
+                "draft-tokens",
+                format!("must be at most {MAX_DRAFT_TOKENS}, not {g}"),
             )),
+            _ => Ok(()),
         }
     }
 }
@@ -109,6 +135,32 @@ mod tests {
         assert!((expected_speedup(1.0, 4, 0.0) - 5.0).abs() < 1e-12);
         // α = 0.8, γ = 4: (1 − 0.8⁵)/0.2 = 3.3616
         assert!((expected_speedup(0.8, 4, 0.0) - 3.3616).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gamma_is_bounded() {
+        for name in ["constant", "heuristic", "auto"] {
+            assert_eq!(
+                DraftSchedule::parse(name, MAX_DRAFT_TOKENS)
+                    .unwrap()
+                    .gamma(),
+                MAX_DRAFT_TOKENS
+            );
+            for gamma in [0, MAX_DRAFT_TOKENS + 1, 100_000_000] {
+                let err = DraftSchedule::parse(name, gamma).unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        Error::InvalidParameter {
+                            name: "draft-tokens",
+                            ..
+                        }
+                    ),
+                    "{err}"
+                );
+            }
+        }
+        assert!(DraftSchedule::Auto(100_000_000).validate().is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The verify step: which drafted tokens the target keeps, and the token it adds.
 
-use decode_core::{Context, LogitsProcessor};
+use decode_core::generate::{check_chosen, check_logits};
+use decode_core::{Context, Error, LogitsProcessor, Result};
 
 use super::Draft;
 use crate::SamplerChain;
@@ -26,39 +27,58 @@ pub struct Verdict {
 /// modified rejection sampling of Leviathan et al.: keep `x` with probability min(1, p(x)/q(x)),
 /// else draw from norm(max(0, p − q)); after a fully kept draft draw a bonus token from p. A draft
 /// without distributions counts as one-hot q. Random numbers come from `chain`'s selector.
+///
+/// A draft that breaks the contract is an [`Error::Draft`] before anything is kept: a token
+/// outside the vocabulary, distributions missing for some tokens, or one that is not finite,
+/// has a negative entry, does not sum to 1 (within 1e-3), or gives its own drafted token
+/// probability 0 (keeping that token would change the output distribution). Non-finite target
+/// logits are an [`Error::NonFinite`].
 pub fn verify<'l>(
     chain: &mut SamplerChain,
     tokens: &[u32],
     prompt_len: usize,
     draft: &Draft,
     target: impl Fn(usize) -> &'l [f32],
-) -> Verdict {
+) -> Result<Verdict> {
     let mut probe = chain.clone();
     let mut context = tokens.to_vec();
     let g = draft.tokens.len();
+    let step = tokens.len().saturating_sub(prompt_len);
+    check_draft(draft, target(0).len())?;
     let mut logits = Vec::new();
     for i in 0..=g {
+        let raw = target(i);
+        check_logits(raw, step + i, 0)?;
         logits.clear();
-        logits.extend_from_slice(target(i));
+        logits.extend_from_slice(raw);
         probe.apply(&Context::new(&context, prompt_len), &mut logits);
         if chain.is_greedy() {
             let best = decode_core::generate::argmax(&logits);
+            check_chosen(&logits, best, step + i, 0)?;
             if i < g && draft.tokens[i] == best {
                 context.push(best);
                 probe.accept(best);
                 continue;
             }
-            return Verdict {
+            return Ok(Verdict {
                 accepted: i,
                 next: best,
-            };
+            });
         }
         let p = softmax(&logits);
+        if p.iter().any(|v| v.is_nan()) {
+            // Every token masked (all −∞) or an overflow: name it as plain sampling would.
+            check_chosen(&logits, decode_core::generate::argmax(&logits), step + i, 0)?;
+            return Err(Error::NonFinite(format!(
+                "the processed distribution at step {} is not finite",
+                step + i
+            )));
+        }
         if i == g {
-            return Verdict {
+            return Ok(Verdict {
                 accepted: g,
                 next: chain.selector_mut().draw(&p),
-            };
+            });
         }
         let x = draft.tokens[i];
         let q = draft.probs.as_ref().map(|q| q[i].as_slice());
@@ -79,14 +99,58 @@ pub fn verify<'l>(
         if residual.iter().all(|&v| v <= 0.0) {
             residual = p;
         }
-        return Verdict {
+        return Ok(Verdict {
             accepted: i,
             next: chain.selector_mut().draw(&residual),
-        };
+        });
     }
     // Unreachable: the loop returns at i == g.
-    Verdict {
+    Ok(Verdict {
         accepted: g,
         next: 0,
+    })
+}
+
+/// How far a draft distribution's sum may be from 1 (f32 softmax over 50k entries is within 1e-5).
+const DRAFT_SUM_TOLERANCE: f64 = 1e-3;
+
+/// Checks a draft against the contract [`verify`] relies on (see there).
+pub fn check_draft(draft: &Draft, vocab: usize) -> Result<()> {
+    let bad = |message: String| Err(Error::Draft(message));
+    if let Some(&x) = draft.tokens.iter().find(|&&x| x as usize >= vocab) {
+        return bad(format!(
+            "token {x} is outside the vocabulary (size {vocab})"
+        ));
     }
+    let Some(probs) = &draft.probs else {
+        return Ok(());
+    };
+    if probs.len() != draft.tokens.len() {
+        return bad(format!(
+            "{} tokens but {} distributions",
+            draft.tokens.len(),
+            probs.len()
+        ));
+    }
+    for (i, (q, &x)) in probs.iter().zip(&draft.tokens).enumerate() {
+        if q.len() != vocab {
+            return bad(format!(
+                "distribution {i} has {} entries, the vocabulary {vocab}",
+                q.len()
+            ));
+        }
+        if let Some(v) = q.iter().find(|v| !v.is_finite() || **v < 0.0) {
+            return bad(format!("distribution {i} holds {v}"));
+        }
+        let sum: f64 = q.iter().map(|&v| v as f64).sum();
+        if (sum - 1.0).abs() > DRAFT_SUM_TOLERANCE {
+            return bad(format!("distribution {i} sums to {sum}, not 1"));
+        }
+        if q[x as usize] <= 0.0 {
+            return bad(format!(
+                "token {i} ({x}) has probability 0 under its own distribution"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,351 @@
+//! The `generate` example as a user runs it: hostile input and closed or full output streams end
+//! the run with a failure status and a one-line message, never a panic or a hang.
+//!
+//! `cargo test --test cli` does not build examples, so the first test to need `generate` builds it
+//! (once per run) with the cargo, profile, target directory and features of this test binary: the
+//! binary tested is always the current one.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The most a run may take: the embedded model is small, and refusals come before any generation.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The target directory and profile this test binary was built in, from its own path
+/// (`<target>/<profile>/deps/cli-<hash>`).
+fn target_and_profile() -> (PathBuf, String) {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the test binary is in deps/");
+    let profile_dir = deps.parent().expect("deps/ is in the profile directory");
+    let target = profile_dir
+        .parent()
+        .expect("the profile is in the target directory");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a profile directory name")
+        .to_string();
+    (target.to_path_buf(), profile)
+}
+
+/// The `generate` example of this build, built on first use.
+fn generate_exe() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let (target, profile) = target_and_profile();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--quiet", "--example", "generate", "--target-dir"])
+            .arg(&target);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        let features: Vec<&str> = [
+            ("cuda", cfg!(feature = "cuda")),
+            ("wgpu", cfg!(feature = "wgpu")),
+            ("ndarray", cfg!(feature = "ndarray")),
+            ("candle", cfg!(feature = "candle")),
+            ("ndarray-blas", cfg!(feature = "ndarray-blas")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        let status = build
+            .status()
+            .expect("cargo must run to build the generate example");
+        assert!(
+            status.success(),
+            "building the generate example failed: {build:?}"
+        );
+        let exe = target
+            .join(&profile)
+            .join("examples")
+            .join(format!("generate{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            exe.is_file(),
+            "the generate example is not at {} after {build:?}",
+            exe.display()
+        );
+        exe
+    })
+}
+
+/// What a finished run left.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Fails unless the run failed cleanly: a non-zero status that is not a panic's (101), and
+    /// no panic message in what was captured.
+    fn failed_cleanly(&self) -> &Self {
+        assert!(
+            !self.status.success(),
+            "the run succeeded: {}",
+            self.describe()
+        );
+        assert_ne!(
+            self.status.code(),
+            Some(101),
+            "the run panicked: {}",
+            self.describe()
+        );
+        assert!(
+            self.status.code().is_some(),
+            "the run was killed by a signal: {}",
+            self.describe()
+        );
+        for text in [&self.stdout, &self.stderr] {
+            assert!(!text.contains("panicked"), "a panic: {}", self.describe());
+        }
+        self
+    }
+
+    /// Fails unless stderr is one line that contains every needle.
+    fn says(&self, needles: &[&str]) {
+        let message = self.stderr.trim_end_matches('\n');
+        assert!(
+            !message.is_empty() && !message.contains('\n'),
+            "stderr is not one line: {}",
+            self.describe()
+        );
+        for needle in needles {
+            assert!(
+                message.contains(needle),
+                "stderr lacks {needle:?}: {}",
+                self.describe()
+            );
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}, stdout {:?}, stderr {:?}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Where a stream of the run goes.
+enum To {
+    /// Captured.
+    Pipe,
+    /// `/dev/full`: every write fails with "no space left on device".
+    Full,
+    /// A pipe whose reading end is closed at once: every write fails with "broken pipe".
+    Closed,
+}
+
+/// Runs `generate args`, killing it (and failing) if it takes longer than [`LIMIT`].
+fn generate(args: &[&str], stdout: To, stderr: To) -> Run {
+    let stdio = |to: &To| match to {
+        To::Pipe | To::Closed => Stdio::piped(),
+        To::Full => File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full must open")
+            .into(),
+    };
+    let mut child = Command::new(generate_exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdio(&stdout))
+        .stderr(stdio(&stderr))
+        .spawn()
+        .expect("the generate example must start");
+    let reader = |pipe: Option<Box<dyn Read + Send>>, to: &To| {
+        let pipe = match to {
+            To::Pipe => pipe,
+            To::Full | To::Closed => None, // dropped: a closed pipe's reading end closes here
+        };
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                pipe.read_to_string(&mut text).ok();
+            }
+            text
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        &stdout,
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        &stderr,
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for generate") {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("generate {args:?} did not finish within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("decode-cli-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+#[test]
+fn bad_flag_value_with_stderr_full() {
+    // Refused by the argument parser (exit status 2)…
+    let run = generate(
+        &["--prompt", "x", "--max-new-tokens", "many"],
+        To::Pipe,
+        To::Full,
+    );
+    run.failed_cleanly();
+    assert_eq!(run.status.code(), Some(2), "{}", run.describe());
+    // …and by validation, after the model loads.
+    let run = generate(
+        &["--prompt", "x", "--temperature", "-1"],
+        To::Pipe,
+        To::Full,
+    );
+    run.failed_cleanly();
+}
+
+#[test]
+fn bad_flag_value_says_so_in_one_line() {
+    let run = generate(
+        &["--prompt", "x", "--temperature", "-1"],
+        To::Pipe,
+        To::Pipe,
+    );
+    run.failed_cleanly().says(&["temperature"]);
+}
+
+#[test]
+fn summary_to_a_full_stderr_fails_the_run() {
+    let run = generate(
+        &["--prompt", "And God said", "--max-new-tokens", "2"],
+        To::Pipe,
+        To::Full,
+    );
+    run.failed_cleanly();
+    assert!(run.stdout.starts_with("And God said"), "{}", run.describe());
+}
+
+#[test]
+fn text_to_a_full_stdout_fails_the_run() {
+    let run = generate(
+        &["--prompt", "And God said", "--max-new-tokens", "2"],
+        To::Full,
+        To::Pipe,
+    );
+    run.failed_cleanly().says(&["<stdout>"]);
+    let run = generate(
+        &[
+            "--prompt",
+            "And God said",
+            "--max-new-tokens",
+            "2",
+            "--json",
+        ],
+        To::Full,
+        To::Pipe,
+    );
+    run.failed_cleanly().says(&["<stdout>"]);
+}
+
+#[test]
+fn closed_stdout_ends_the_run_with_a_failure() {
+    let run = generate(
+        &["--prompt", "And God said", "--max-new-tokens", "64"],
+        To::Closed,
+        To::Pipe,
+    );
+    run.failed_cleanly().says(&["<stdout>"]);
+}
+
+#[test]
+fn fifo_as_model_safetensors() {
+    let s = Scratch::new("fifo");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("decode-models/tests/fixtures/gpt2-tiny-tied/config.json");
+    std::fs::copy(fixture, s.0.join("config.json")).unwrap();
+    let fifo = s.0.join("model.safetensors");
+    let status = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo must run");
+    assert!(status.success(), "mkfifo {} failed", fifo.display());
+    let dir = s.0.to_str().expect("a UTF-8 temporary directory");
+    let run = generate(&["--model", dir, "--prompt-ids", "1,2"], To::Pipe, To::Pipe);
+    run.failed_cleanly()
+        .says(&["model.safetensors", "is a FIFO, not a regular file"]);
+}
+
+#[test]
+fn huge_draft_tokens_with_auto_schedule_is_refused_at_once() {
+    generate_exe(); // built before the clock starts
+    let started = Instant::now();
+    let run = generate(
+        &[
+            "--prompt",
+            "And God said",
+            "--speculative",
+            "--draft-schedule",
+            "auto",
+            "--draft-tokens",
+            "100000000",
+        ],
+        To::Pipe,
+        To::Pipe,
+    );
+    run.failed_cleanly()
+        .says(&["draft-tokens", "at most 64", "100000000"]);
+    // Refused before a model is loaded, let alone a token generated.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
