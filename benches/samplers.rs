@@ -72,5 +72,17 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(samplers, benches);
+/// The engine's per-row checks: raw logits finite, processed logits usable (issue: non-finite
+/// values must be errors, at a cost small beside a decode step).
+fn checks(c: &mut Criterion) {
+    let logits = logits();
+    c.bench_function("checks/finite_raw_and_processed_50257", |b| {
+        b.iter(|| {
+            decode::core::generate::check_logits(&logits, 0, 0).unwrap();
+            decode::core::generate::check_chosen(&logits, 7, 0, 0).unwrap();
+        })
+    });
+}
+
+criterion_group!(samplers, benches, checks);
 criterion_main!(samplers);

@@ -4,7 +4,7 @@
 //! cargo run --release --example beam -- [MODEL_DIR] ["prompt"]
 //! ```
 
-use decode::core::{EarlyStopping, GenerationConfig};
+use decode::core::{EarlyStopping, GenerationConfig, LanguageModel};
 use decode::models::backend::{Cpu, cpu_device};
 use decode::models::{Gpt2, Tokenizer};
 use decode::samplers::{SamplerChain, beam_search};
@@ -18,6 +18,8 @@ fn main() -> decode::Result<()> {
     let prompt = args.next().unwrap_or_else(|| "In the beginning".into());
     let model = Gpt2::<Cpu>::load(&dir, &cpu_device())?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
+    // beam_search takes ids: the tokenizer's fit with the model is checked here.
+    tokenizer.check_against(model.vocab_size())?;
     let config = GenerationConfig {
         max_new_tokens: Some(24),
         num_beams: 4,

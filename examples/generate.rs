@@ -228,6 +228,13 @@ impl Stream for std::io::StderrLock<'_> {
 fn run(args: &Args) -> Result<()> {
     // Flags that need no model are checked before loading one.
     let schedule = draft_schedule(args)?;
+    if args.stop.iter().any(String::is_empty) {
+        // Every text contains "": it would end the sequence at its first token.
+        return Err(Error::invalid(
+            "stop",
+            "an empty stop string would stop every sequence at once",
+        ));
+    }
     match args.backend {
         BackendChoice::Cpu => run_on::<Cpu>(args, schedule, &backend::cpu_device()),
         #[cfg(feature = "cuda")]
@@ -319,6 +326,17 @@ fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
 
 /// The generation settings: the model's generation_config.json, then the flags given.
 fn generation_config(args: &Args) -> Result<GenerationConfig> {
+    // A sampling flag given with another strategy is unused (as transformers ignores sampling
+    // values under greedy decoding), but an impossible value given explicitly is still refused.
+    GenerationConfig {
+        do_sample: true,
+        temperature: args.temperature.unwrap_or(1.0),
+        top_p: args.top_p.unwrap_or(1.0),
+        typical_p: args.typical_p.unwrap_or(1.0),
+        min_p: args.min_p,
+        ..GenerationConfig::default()
+    }
+    .validate()?;
     let mut c = GenerationConfig::for_model_dir(model_dir(args)?)?;
     c.max_new_tokens = match (args.max_new_tokens, args.max_length) {
         (Some(n), _) => Some(n),
@@ -387,6 +405,11 @@ fn generate<M: LanguageModel>(
     };
     let speculation = drafter.map(|drafter| Speculation { drafter, schedule });
     let tokenizer = load_tokenizer(args)?;
+    // Before the prompt is encoded: a tokenizer that does not fit the model (another vocabulary,
+    // gaps in its ids, not byte-level) would otherwise fail mid-stream or print garbage.
+    if let Some(tokenizer) = &tokenizer {
+        tokenizer.check_against(model.vocab_size())?;
+    }
     let prompt = match (&args.prompt, &args.prompt_ids, &tokenizer) {
         (Some(text), _, Some(tokenizer)) => tokenizer.encode(text)?,
         (_, Some(ids), _) => ids.clone(),

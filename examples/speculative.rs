@@ -39,6 +39,8 @@ fn embedded_pair() -> decode::Result<()> {
     let target = Gpt2::<Cpu>::load(&target_dir, &cpu_device())?;
     let draft = Gpt2::<Cpu>::load(decode::embedded::draft_dir()?, &cpu_device())?;
     let tokenizer = Tokenizer::from_dir(&target_dir)?;
+    // The loops below take ids: the tokenizer's fit with the model is checked here.
+    tokenizer.check_against(target.vocab_size())?;
     let prompt = tokenizer.encode("And God said unto Moses,")?;
     let config = GenerationConfig {
         max_new_tokens: Some(64),

@@ -349,3 +349,46 @@ fn huge_draft_tokens_with_auto_schedule_is_refused_at_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_tokenizer_that_does_not_fit_the_model_is_refused_before_generating() {
+    // GPT-2's tokenizer (50257 ids) with the embedded model (4096).
+    let gpt2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/gpt2-tokenizer/tokenizer.json");
+    let gpt2 = gpt2.to_str().expect("a UTF-8 checkout path");
+    let run = generate(
+        &["--tokenizer", gpt2, "--prompt", "And God said"],
+        To::Pipe,
+        To::Pipe,
+    );
+    run.failed_cleanly()
+        .says(&["vocabulary mismatch", "50257", "4096"]);
+    assert!(run.stdout.is_empty(), "{}", run.describe());
+    // A tokenizer that is not byte-level: the embedded one with a whitespace pre-tokenizer.
+    let s = Scratch::new("tokenizer");
+    let embedded = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/kjv-target/tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(embedded).unwrap()).unwrap();
+    json["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"});
+    let path = s.0.join("tokenizer.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let path = path.to_str().expect("a UTF-8 temporary directory");
+    let run = generate(
+        &["--tokenizer", path, "--prompt-ids", "1,2"],
+        To::Pipe,
+        To::Pipe,
+    );
+    run.failed_cleanly()
+        .says(&["tokenizer", "ByteLevel pre-tokenizer"]);
+    assert!(run.stdout.is_empty(), "{}", run.describe());
+}
+
+#[test]
+fn an_empty_stop_string_is_refused() {
+    let run = generate(
+        &["--prompt", "And God said", "--stop", ""],
+        To::Pipe,
+        To::Pipe,
+    );
+    run.failed_cleanly().says(&["stop", "empty stop string"]);
+    assert!(run.stdout.is_empty(), "{}", run.describe());
+}

@@ -88,6 +88,10 @@ pub struct GenerationConfig {
     pub no_repeat_ngram_size: usize,
     /// Ids never generated.
     pub banned_tokens: Vec<u32>,
+    /// transformers' `bad_words_ids`: token sequences never generated. The last token of each is
+    /// banned wherever the context ends with the rest (a one-token entry is banned always);
+    /// entries that are just an EOS id are dropped, as transformers does.
+    pub bad_words_ids: Vec<Vec<u32>>,
     /// Added to the logits of the listed ids.
     pub logit_bias: BTreeMap<u32, f32>,
     /// Beams for beam search (1: no beam search).
@@ -121,6 +125,7 @@ impl Default for GenerationConfig {
             presence_penalty: 0.0,
             no_repeat_ngram_size: 0,
             banned_tokens: Vec::new(),
+            bad_words_ids: Vec::new(),
             logit_bias: BTreeMap::new(),
             num_beams: 1,
             length_penalty: 1.0,
@@ -143,14 +148,20 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::E
 }
 
 impl GenerationConfig {
-    /// Reads a `generation_config.json` (unknown fields are ignored), then validates it.
+    /// Reads a `generation_config.json` (unknown fields are ignored). It is not validated here:
+    /// settings applied on top of it (a caller's fields, the CLI's flags) may override a value,
+    /// so [`GenerationConfig::validate`] runs on the merged settings, before generating.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = crate::files::read_capped(path, crate::files::CONFIG_MAX_BYTES)?;
-        let config: Self = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(path, format!("not a valid generation config: {e}")))?;
-        config.validate()?;
-        Ok(config)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+        // serde would read a JSON array as the struct's fields in order; transformers refuses it.
+        if !value.is_object() {
+            return Err(Error::format(path, "must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map_err(|e| Error::format(path, format!("not a valid generation config: {e}")))
     }
 
     /// The model directory's `generation_config.json` if it has one, else the defaults. One that is
@@ -170,36 +181,20 @@ impl GenerationConfig {
             .unwrap_or_else(|| self.max_length.saturating_sub(prompt_len))
     }
 
-    /// Checks every parameter's range; the error names the parameter as the CLI spells it.
+    /// Checks every parameter this configuration will use, with transformers' rules: the
+    /// sampling parameters (temperature, top-p, min-p, typical-p) only when `do_sample`, as
+    /// transformers ignores them under greedy decoding and beam search. The error names the
+    /// parameter as the CLI spells it. Checks that need the model or the prompt (EOS ids in the
+    /// vocabulary, `max_length` against the prompt, memory) are in
+    /// [`crate::generate::check_request`].
     pub fn validate(&self) -> Result<()> {
-        let positive = |name: &'static str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::invalid(
-                    name,
-                    format!("must be a positive number, not {v}"),
-                ))
+        if self.do_sample {
+            positive("temperature", self.temperature)?;
+            unit("top-p", self.top_p, false)?;
+            unit("typical-p", self.typical_p, false)?;
+            if let Some(min_p) = self.min_p {
+                unit("min-p", min_p, true)?;
             }
-        };
-        let unit = |name: &'static str, v: f64, zero_ok: bool| {
-            let ok = if zero_ok {
-                (0.0..=1.0).contains(&v)
-            } else {
-                v > 0.0 && v <= 1.0
-            };
-            if ok {
-                Ok(())
-            } else {
-                let range = if zero_ok { "[0, 1]" } else { "(0, 1]" };
-                Err(Error::invalid(name, format!("must be in {range}, not {v}")))
-            }
-        };
-        positive("temperature", self.temperature)?;
-        unit("top-p", self.top_p, false)?;
-        unit("typical-p", self.typical_p, false)?;
-        if let Some(min_p) = self.min_p {
-            unit("min-p", min_p, true)?;
         }
         positive("repetition-penalty", self.repetition_penalty)?;
         for (name, v) in [
@@ -230,13 +225,76 @@ impl GenerationConfig {
         }
         if self.num_beams > 1 && self.do_sample {
             return Err(Error::Unsupported(
-                "beam sampling (num_beams > 1 with do_sample); use one or the other".into(),
+                "beam sampling (num_beams > 1 with do_sample, transformers' beam-sample mode); \
+                 use beam search or sampling"
+                    .into(),
             ));
         }
         if self.min_tokens_to_keep == 0 {
             return Err(Error::invalid("min-tokens-to-keep", "must be at least 1"));
         }
+        if self.stop_strings.iter().any(String::is_empty) {
+            return Err(Error::invalid(
+                "stop",
+                "an empty stop string would stop every sequence at once",
+            ));
+        }
+        if self.bad_words_ids.iter().any(Vec::is_empty) {
+            return Err(Error::invalid("bad-words-ids", "holds an empty sequence"));
+        }
+        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(Error::invalid(
+                "logit-bias",
+                format!("the bias of token {t} must be a finite number, not {b}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// Every token id the settings name (EOS ids, banned tokens, bad words, logit biases), for
+    /// checking against a model's vocabulary.
+    pub fn token_ids(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
+        let eos = self
+            .eos_token_ids
+            .iter()
+            .flatten()
+            .map(|&t| ("eos-token-id", t));
+        let banned = self.banned_tokens.iter().map(|&t| ("banned-tokens", t));
+        let bad = self
+            .bad_words_ids
+            .iter()
+            .flatten()
+            .map(|&t| ("bad-words-ids", t));
+        let bias = self.logit_bias.keys().map(|&t| ("logit-bias", t));
+        eos.chain(banned).chain(bad).chain(bias)
+    }
+}
+
+/// A positive number that stays positive and finite in f32, where the processors apply it.
+fn positive(name: &'static str, v: f64) -> Result<()> {
+    let f = v as f32;
+    if v.is_finite() && v > 0.0 && f.is_normal() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            name,
+            format!("must be a positive number that f32 holds (1.2e-38 to 3.4e38), not {v}"),
+        ))
+    }
+}
+
+/// A probability mass in (0, 1], or [0, 1] with `zero_ok`.
+fn unit(name: &'static str, v: f64, zero_ok: bool) -> Result<()> {
+    let ok = if zero_ok {
+        (0.0..=1.0).contains(&v)
+    } else {
+        v > 0.0 && v <= 1.0
+    };
+    if ok {
+        Ok(())
+    } else {
+        let range = if zero_ok { "[0, 1]" } else { "(0, 1]" };
+        Err(Error::invalid(name, format!("must be in {range}, not {v}")))
     }
 }
 
@@ -268,12 +326,25 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         };
-        bad(|c| c.top_p = 0.0, "top-p");
-        bad(|c| c.top_p = 1.5, "top-p");
-        bad(|c| c.temperature = -1.0, "temperature");
-        bad(|c| c.min_p = Some(1.5), "min-p");
+        let bad_sampling = |edit: fn(&mut GenerationConfig), name: &str| {
+            let mut c = GenerationConfig {
+                do_sample: true,
+                ..GenerationConfig::default()
+            };
+            edit(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        };
+        bad_sampling(|c| c.top_p = 0.0, "top-p");
+        bad_sampling(|c| c.top_p = 1.5, "top-p");
+        bad_sampling(|c| c.temperature = -1.0, "temperature");
+        bad_sampling(|c| c.temperature = 1e-300, "temperature");
+        bad_sampling(|c| c.min_p = Some(1.5), "min-p");
+        bad_sampling(|c| c.typical_p = 0.0, "typical-p");
         bad(|c| c.num_beams = 0, "num-beams");
-        bad(|c| c.typical_p = 0.0, "typical-p");
+        bad(|c| c.stop_strings = vec![String::new()], "stop");
+        bad(|c| c.bad_words_ids = vec![vec![]], "bad-words-ids");
+        bad(|c| c.repetition_penalty = 1e-300, "repetition-penalty");
         bad(
             |c| {
                 c.num_beams = 2;
@@ -282,6 +353,13 @@ mod tests {
             "num-return-sequences",
         );
         assert!(GenerationConfig::default().validate().is_ok());
+        // transformers ignores sampling values under greedy decoding: so do we.
+        let greedy = GenerationConfig {
+            temperature: 0.0,
+            top_p: 0.0,
+            ..GenerationConfig::default()
+        };
+        assert!(greedy.validate().is_ok());
     }
 
     #[test]

@@ -230,8 +230,14 @@ where
     Ok(collect_outputs(prompts, sequences, &stats))
 }
 
-/// Checks a generation request before anything runs (the config, then every prompt against the
-/// model and its token budget) and returns the EOS ids it stops on: the config's, else the model's.
+/// The most memory one request may need (KV caches of every row at full length, plus a step's
+/// logits), estimated before anything is allocated: above it the request is refused with what it
+/// would need, where an allocation would abort the process.
+pub const MAX_REQUEST_BYTES: u64 = 16 << 30;
+
+/// Checks a generation request before anything runs (the merged config, then every prompt against
+/// the model and its token budget, the token ids the settings name against the vocabulary, and
+/// the memory it needs) and returns the EOS ids it stops on: the config's, else the model's.
 pub fn check_request<M: LanguageModel>(
     model: &M,
     prompts: &[Vec<u32>],
@@ -241,13 +247,69 @@ pub fn check_request<M: LanguageModel>(
     if prompts.is_empty() {
         return Err(Error::invalid("prompt", "no prompts given"));
     }
+    let vocab = model.vocab_size();
+    if let Some((name, id)) = config.token_ids().find(|&(_, id)| id as usize >= vocab) {
+        return Err(Error::invalid(
+            name,
+            format!("token id {id} is outside the vocabulary (size {vocab})"),
+        ));
+    }
     for prompt in prompts {
+        if config.max_new_tokens.is_none() && prompt.len() >= config.max_length {
+            // transformers raises here too: nothing would be generated.
+            return Err(Error::invalid(
+                "max-length",
+                format!(
+                    "{} leaves no room after the {}-token prompt: raise it or give max-new-tokens",
+                    config.max_length,
+                    prompt.len()
+                ),
+            ));
+        }
         check_prompt(model, prompt, config.new_tokens_for(prompt.len()))?;
     }
+    check_memory(model, prompts, config)?;
     Ok(match &config.eos_token_ids {
         Some(ids) => ids.clone(),
         None => model.eos_token_ids().to_vec(),
     })
+}
+
+/// Refuses a request whose rows (prompts × sequences or beams) at full length would need more
+/// than [`MAX_REQUEST_BYTES`], with checked arithmetic throughout.
+fn check_memory<M: LanguageModel>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+) -> Result<()> {
+    let per_prompt = config.num_return_sequences.max(config.num_beams);
+    let longest = prompts
+        .iter()
+        .map(|p| p.len().saturating_add(config.new_tokens_for(p.len())))
+        .max()
+        .unwrap_or(0);
+    let rows = (prompts.len() as u64).checked_mul(per_prompt as u64);
+    let cache = rows
+        .and_then(|r| r.checked_mul(longest as u64))
+        .and_then(|n| n.checked_mul(model.cache_bytes_per_position() as u64));
+    let logits = rows.and_then(|r| r.checked_mul(model.vocab_size() as u64 * 4));
+    let needed = cache.zip(logits).and_then(|(c, l)| c.checked_add(l));
+    match needed {
+        Some(bytes) if bytes <= MAX_REQUEST_BYTES => Ok(()),
+        _ => Err(Error::invalid(
+            "num-return-sequences",
+            format!(
+                "{} prompts × {per_prompt} sequences or beams × {longest} positions need {} of \
+                 cache and logits, over the {} GiB limit",
+                prompts.len(),
+                needed.map_or("more than 2^64 bytes".into(), |b| format!(
+                    "{:.1} GiB",
+                    b as f64 / (1u64 << 30) as f64
+                )),
+                MAX_REQUEST_BYTES >> 30
+            ),
+        )),
+    }
 }
 
 /// One output per prompt, from `(prompt index, sequence)` pairs in order; every output carries
@@ -331,7 +393,7 @@ pub fn check_prompt<M: LanguageModel>(
         ));
     }
     Batch::single(prompt).check_vocab(model.vocab_size())?;
-    let needed = prompt.len() + max_new_tokens;
+    let needed = prompt.len().saturating_add(max_new_tokens);
     if needed > model.context_length() {
         return Err(Error::ContextOverflow {
             needed,
@@ -379,19 +441,30 @@ pub fn check_logits(raw: &[f32], step: usize, sequence: usize) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a chosen token whose processed logit is not finite: NaN or +∞ when a setting's effect
-/// overflowed f32 (a tiny temperature, a huge penalty or bias), −∞ when the processors masked
-/// every token. [`Error::NonFinite`], naming the step and the sequence.
+/// Refuses processed logits that are not usable: NaN or +∞ anywhere (a setting's effect
+/// overflowed f32: a tiny temperature, a huge penalty or bias; the softmax would be NaN), or a
+/// chosen token at −∞ (the processors masked every token). [`Error::NonFinite`], naming the step
+/// and the sequence. One pass without early exit, so it vectorises (−∞ is a masked token, fine).
 pub fn check_chosen(processed: &[f32], id: u32, step: usize, sequence: usize) -> Result<()> {
-    match processed.get(id as usize) {
-        Some(v) if v.is_finite() => Ok(()),
-        Some(v) if *v == f32::NEG_INFINITY => Err(Error::NonFinite(format!(
-            "every token was masked at step {step} of sequence {sequence} (banned tokens, \
-             penalties or filters left none)"
-        ))),
-        Some(v) => Err(Error::NonFinite(format!(
+    let broken = processed
+        .iter()
+        .fold(false, |acc, &v| acc | v.is_nan() | (v == f32::INFINITY));
+    if broken {
+        let v = processed
+            .iter()
+            .find(|v| v.is_nan() || **v == f32::INFINITY)
+            .copied()
+            .unwrap_or(f32::NAN);
+        return Err(Error::NonFinite(format!(
             "the processed logits hold {v} at step {step} of sequence {sequence}: a setting's \
              effect overflows f32 (temperature, penalty or logit bias)"
+        )));
+    }
+    match processed.get(id as usize) {
+        Some(v) if v.is_finite() => Ok(()),
+        Some(_) => Err(Error::NonFinite(format!(
+            "every token was masked at step {step} of sequence {sequence} (banned tokens, \
+             penalties or filters left none)"
         ))),
         None => Err(Error::Shape(format!(
             "token {id} chosen from {} logits",

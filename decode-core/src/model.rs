@@ -23,6 +23,13 @@ pub trait LanguageModel {
     /// An empty cache for `rows` sequences.
     fn new_cache(&self, rows: usize) -> Self::Cache;
 
+    /// Bytes the cache holds per row and position (keys and values of every layer), for the
+    /// memory estimate a request is checked against before anything is allocated. 0 (the
+    /// default) when unknown: such a model's requests are bounded by their rows and positions only.
+    fn cache_bytes_per_position(&self) -> usize {
+        0
+    }
+
     /// Appends `batch` to `cache` and returns logits for every new position
     /// (`batch.rows() × batch.steps() × vocab_size`).
     ///

@@ -6,6 +6,14 @@ use decode_core::files::CONFIG_MAX_BYTES;
 use decode_core::{Error, Result};
 use serde::Deserialize;
 
+/// Bounds on a config's sizes (see [`Gpt2Config::validate`]).
+const MAX_VOCAB: usize = 1 << 24;
+const MAX_POSITIONS: usize = 1 << 20;
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_LAYERS: usize = 1 << 10;
+/// 10^12 parameters: 4 TB in f32, beyond any machine this runs on.
+const MAX_PARAMETERS: u128 = 1_000_000_000_000;
+
 /// The feed-forward activation (`activation_function` in `config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -144,8 +152,14 @@ impl Gpt2Config {
 
     /// Parses and validates the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(text)
+        let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Error::Config(format!("not valid JSON: {e}")))?;
+        // serde would read a JSON array as the fields in order; transformers refuses it.
+        if !value.is_object() {
+            return Err(Error::Config("config.json must be a JSON object".into()));
+        }
+        let raw: RawConfig = serde_json::from_value(value)
+            .map_err(|e| Error::Config(format!("not a valid GPT-2 config: {e}")))?;
         if let Some(kind) = raw.model_type.as_deref()
             && kind != "gpt2"
         {
@@ -164,7 +178,8 @@ impl Gpt2Config {
             n_embd: raw.n_embd,
             n_layer: raw.n_layer,
             n_head: raw.n_head,
-            n_inner: raw.n_inner.unwrap_or(4 * raw.n_embd),
+            // Saturating: a huge n_embd is refused by `validate`, not wrapped here.
+            n_inner: raw.n_inner.unwrap_or(raw.n_embd.saturating_mul(4)),
             activation: Activation::parse(&raw.activation_function)?,
             layer_norm_epsilon: raw.layer_norm_epsilon,
             scale_attn_weights: raw.scale_attn_weights,
@@ -190,6 +205,30 @@ impl Gpt2Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Config(format!("{name} must be positive")));
         }
+        // Far above any GPT-2 (gpt2-xl: 48 layers, 1600 wide, 1024 positions, 50257 ids), and low
+        // enough that every size computed from them (3·n_embd, 4·n_embd, the tensor list, the
+        // parameter count below) fits a usize: a hostile config is refused before anything is
+        // built from it.
+        for (name, value, max) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("n_positions", self.n_positions, MAX_POSITIONS),
+            ("n_embd", self.n_embd, MAX_WIDTH),
+            ("n_inner", self.n_inner, 4 * MAX_WIDTH),
+            ("n_layer", self.n_layer, MAX_LAYERS),
+        ] {
+            if value > max {
+                return Err(Error::Config(format!(
+                    "{name} is {value}, above the {max} this library accepts"
+                )));
+            }
+        }
+        let params = self.parameter_count();
+        if params > MAX_PARAMETERS {
+            return Err(Error::Config(format!(
+                "the config describes {params} parameters, above the {MAX_PARAMETERS} this \
+                 library accepts"
+            )));
+        }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::Config(format!(
                 "n_embd ({}) is not divisible by n_head ({})",
@@ -214,6 +253,21 @@ impl Gpt2Config {
             )));
         }
         Ok(())
+    }
+
+    /// Parameters the config describes (weights and biases, the LM head counted when untied),
+    /// in u128 so no bounded config can overflow it.
+    pub fn parameter_count(&self) -> u128 {
+        let (v, p, e, i, l) = (
+            self.vocab_size as u128,
+            self.n_positions as u128,
+            self.n_embd as u128,
+            self.n_inner as u128,
+            self.n_layer as u128,
+        );
+        let block = 4 * e + (e * 3 * e + 3 * e) + (e * e + e) + (e * i + i) + (i * e + e);
+        let head = if self.tie_word_embeddings { 0 } else { v * e };
+        v * e + p * e + l * block + 2 * e + head
     }
 
     /// Width of one attention head.

@@ -9,11 +9,20 @@ use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
 /// A byte-level BPE tokenizer (GPT-2's, or one trained the same way).
+///
+/// Any `tokenizer.json` loads (encoding goes through the `tokenizers` crate), but decoding reads
+/// ids through GPT-2's byte map, so before pairing one with a model call
+/// [`Tokenizer::check_against`]: it refuses a tokenizer that is not byte-level, whose ids have
+/// gaps, or that has more ids than the model.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    /// The raw bytes each id stands for: what streaming decodes from.
-    id_bytes: Vec<Vec<u8>>,
+    /// The raw bytes each id of `0..n` stands for (what streaming decodes from); `None` for an id
+    /// no token has (a gap), which then decodes to an error rather than to nothing.
+    id_bytes: Vec<Option<Vec<u8>>>,
+    /// Why this tokenizer cannot be paired with any model (not byte-level, gaps in its ids),
+    /// found once at load time so that [`Tokenizer::check_against`] costs nothing per call.
+    defect: Option<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -74,32 +83,75 @@ impl Tokenizer {
 
     fn wrap(inner: tokenizers::Tokenizer) -> Self {
         let byte_of = unicode_to_byte();
-        let id_bytes = (0..inner.get_vocab_size(true) as u32)
+        // Cloned once: `get_added_tokens_decoder` copies the whole map on every call.
+        let added = inner.get_added_tokens_decoder();
+        let mut outside_alphabet = None;
+        // Indexed up to the number of tokens, not the largest id: a hostile id (4e9) allocates
+        // nothing.
+        let n = inner.get_vocab_size(true) as u32;
+        let id_bytes = (0..n)
             .map(|id| {
-                let token = inner.id_to_token(id).unwrap_or_default();
-                let special = inner
-                    .get_added_tokens_decoder()
-                    .get(&id)
-                    .is_some_and(|t| t.special);
-                if special {
-                    return token.into_bytes();
+                let token = inner.id_to_token(id)?;
+                if added.get(&id).is_some_and(|t| t.special) {
+                    return Some(token.into_bytes());
                 }
                 let mut bytes = Vec::with_capacity(token.len());
                 for c in token.chars() {
                     match byte_of(c) {
                         Some(b) => bytes.push(b),
-                        None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                        None => {
+                            // Added tokens hold raw text; a model token must be in the alphabet.
+                            if !added.contains_key(&id) {
+                                outside_alphabet.get_or_insert((id, c));
+                            }
+                            bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                        }
                     }
                 }
-                bytes
+                Some(bytes)
             })
-            .collect();
-        Tokenizer { inner, id_bytes }
+            .collect::<Vec<_>>();
+        let defect = not_byte_level(&inner)
+            .or_else(|| {
+                outside_alphabet.map(|(id, c)| {
+                    format!(
+                        "token {id} holds {c:?}, which is not in the byte-level alphabet: the \
+                         vocabulary is not byte-level"
+                    )
+                })
+            })
+            .or_else(|| id_gaps(&inner, &id_bytes));
+        Tokenizer {
+            inner,
+            id_bytes,
+            defect,
+        }
     }
 
     /// Number of ids, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.id_bytes.len()
+    }
+
+    /// Checks that this tokenizer can serve a model of `vocab_size` ids, before anything is
+    /// generated: it must be a byte-level BPE (decoding reads ids through GPT-2's byte map, which
+    /// turns any other tokenizer's output into garbage), its ids must be exactly `0..n` (a gap
+    /// would lose words), and `n` must not exceed `vocab_size` (the model could not take the
+    /// tokenizer's last ids). A model with more ids than the tokenizer (a padded vocabulary) is
+    /// accepted: an id the model generates past `n` decodes to [`Error::TokenOutOfRange`].
+    ///
+    /// Cheap: what it needs is worked out when the tokenizer is loaded.
+    pub fn check_against(&self, vocab_size: usize) -> Result<()> {
+        if let Some(defect) = &self.defect {
+            return Err(Error::Tokenizer(defect.clone()));
+        }
+        let n = self.vocab_size();
+        if n > vocab_size {
+            return Err(Error::VocabMismatch(format!(
+                "the tokenizer has {n} ids but the model's vocabulary has {vocab_size}"
+            )));
+        }
+        Ok(())
     }
 
     /// The id of a token string (for example `<|endoftext|>`), if it exists.
@@ -135,13 +187,14 @@ impl Tokenizer {
     }
 
     fn bytes_of(&self, id: u32) -> Result<&[u8]> {
-        self.id_bytes
-            .get(id as usize)
-            .map(Vec::as_slice)
-            .ok_or(Error::TokenOutOfRange {
+        match self.id_bytes.get(id as usize) {
+            Some(Some(bytes)) => Ok(bytes),
+            Some(None) => Err(Error::Tokenizer(format!("id {id} has no token"))),
+            None => Err(Error::TokenOutOfRange {
                 id,
                 vocab_size: self.id_bytes.len(),
-            })
+            }),
+        }
     }
 }
 
@@ -192,6 +245,79 @@ impl StreamDecoder<'_> {
         self.pending.clear();
         text
     }
+}
+
+/// Why `tokenizer` is not a byte-level BPE (model, pre-tokenizer and decoder), if it is not.
+fn not_byte_level(tokenizer: &tokenizers::Tokenizer) -> Option<String> {
+    use tokenizers::DecoderWrapper as D;
+    use tokenizers::ModelWrapper as M;
+    use tokenizers::PreTokenizerWrapper as P;
+    let model = match tokenizer.get_model() {
+        M::BPE(_) => None,
+        M::WordPiece(_) => Some("WordPiece"),
+        M::WordLevel(_) => Some("WordLevel"),
+        M::Unigram(_) => Some("Unigram"),
+    };
+    if let Some(model) = model {
+        return Some(format!(
+            "a {model} tokenizer, not a byte-level BPE like GPT-2's"
+        ));
+    }
+    // Llama 3 and Qwen split with a regex first, then map bytes: a ByteLevel step anywhere will do.
+    let pre = match tokenizer.get_pre_tokenizer() {
+        Some(P::ByteLevel(_)) => true,
+        Some(P::Sequence(steps)) => steps.as_ref().iter().any(|p| matches!(p, P::ByteLevel(_))),
+        _ => false,
+    };
+    if !pre {
+        return Some(
+            "a BPE without the ByteLevel pre-tokenizer, not a byte-level BPE like GPT-2's".into(),
+        );
+    }
+    // Any other decoding step (Replace, Strip, ByteFallback…) would change text that decoding
+    // here, through the byte map alone, does not.
+    let dec = match tokenizer.get_decoder() {
+        Some(D::ByteLevel(_)) => true,
+        Some(D::Sequence(steps)) => {
+            !steps.get_decoders().is_empty()
+                && steps
+                    .get_decoders()
+                    .iter()
+                    .all(|d| matches!(d, D::ByteLevel(_)))
+        }
+        _ => false,
+    };
+    if !dec {
+        return Some(
+            "a BPE without the ByteLevel decoder, not a byte-level BPE like GPT-2's".into(),
+        );
+    }
+    None
+}
+
+/// Why the ids of `tokenizer` are not exactly `0..n`, if they are not. `id_bytes` covers `0..n`
+/// (n tokens, added ones included): an id there without a token, or a token with an id past it.
+fn id_gaps(tokenizer: &tokenizers::Tokenizer, id_bytes: &[Option<Vec<u8>>]) -> Option<String> {
+    let n = id_bytes.len();
+    if n == 0 {
+        return Some("the tokenizer has no tokens".into());
+    }
+    let largest = tokenizer
+        .get_vocab(true)
+        .into_values()
+        .max()
+        .unwrap_or_default();
+    let missing = id_bytes.iter().position(Option::is_none);
+    if missing.is_none() && (largest as usize) < n {
+        return None;
+    }
+    let missing = missing
+        .map(|id| format!("no token has id {id} and "))
+        .unwrap_or_default();
+    Some(format!(
+        "the tokenizer's ids are not 0..{n}: it has {n} tokens but {missing}the largest id is \
+         {largest}"
+    ))
 }
 
 /// Reads a `vocab.json`: an object of token → id (as `tokenizers`' `BPE::read_file`, which keeps

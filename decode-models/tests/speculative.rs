@@ -179,6 +179,173 @@ fn speculative_greedy_identity<B: Backend>(device: &B::Device) {
     }
 }
 
+/// `target`'s own weights with a context of `positions` (its first position embeddings): a draft
+/// that agrees with the target on every token it has room for.
+fn short_self_draft(positions: usize) -> Gpt2<Cpu> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny-tied");
+    let config = Gpt2Config::from_file(dir.join("config.json")).unwrap();
+    let mut weights = Gpt2Weights::read(dir.join("model.safetensors"), &config).unwrap();
+    let wpe: Vec<f32> = weights.wpe.to_vec().unwrap();
+    let kept = wpe[..positions * config.n_embd].to_vec();
+    weights.wpe = TensorData::new(kept, [positions, config.n_embd]);
+    let config = Gpt2Config {
+        n_positions: positions,
+        ..config
+    };
+    Gpt2::from_weights(config, weights, &cpu_device())
+}
+
+/// Records how far any non-empty proposal reached: the sequence's length plus its draft's.
+struct Furthest<D> {
+    inner: D,
+    furthest: usize,
+}
+
+impl<D: Drafter> Furthest<D> {
+    fn new(inner: D) -> Self {
+        Furthest { inner, furthest: 0 }
+    }
+}
+
+impl<D: Drafter> Drafter for Furthest<D> {
+    fn propose(&mut self, requests: &[DraftRequest<'_>]) -> Result<Vec<Draft>> {
+        let drafts = self.inner.propose(requests)?;
+        for (r, d) in requests.iter().zip(&drafts) {
+            if !d.tokens.is_empty() {
+                self.furthest = self.furthest.max(r.tokens.len() + d.tokens.len());
+            }
+        }
+        Ok(drafts)
+    }
+    fn feedback(&mut self, row: usize, accepted: usize) -> Result<()> {
+        self.inner.feedback(row, accepted)
+    }
+    fn vocab_size(&self) -> Option<usize> {
+        self.inner.vocab_size()
+    }
+    fn forward_calls(&self) -> usize {
+        self.inner.forward_calls()
+    }
+    fn seconds(&self) -> f64 {
+        self.inner.seconds()
+    }
+}
+
+/// A draft whose context (16) is shorter than the target's (40) drafts while it has room, then
+/// lets the target go on alone: greedy output is plain greedy's for requests longer than the
+/// draft's context, one prompt at a time and batched, where plain decoding used to be possible
+/// but speculative decoding failed with a context overflow.
+#[test]
+fn a_draft_with_a_shorter_context_drafts_while_it_has_room() {
+    const DRAFT_CONTEXT: usize = 16;
+    let target = fixture("gpt2-tiny-tied");
+    assert!(target.context_length() > DRAFT_CONTEXT);
+    let random = Gpt2::random(
+        Gpt2Config {
+            n_positions: DRAFT_CONTEXT,
+            ..random_draft(&target).config().clone()
+        },
+        7,
+        &cpu_device(),
+    );
+    let own = short_self_draft(DRAFT_CONTEXT);
+    assert_eq!(random.context_length(), DRAFT_CONTEXT);
+    assert_eq!(own.context_length(), DRAFT_CONTEXT);
+    // 5 + 30 and 18 + 20 tokens: past the draft's context, within the target's; the second prompt
+    // is past it from the start, so that row never drafts.
+    let prompts = vec![
+        vec![3, 1, 4, 1, 5],
+        (0..18).map(|i| (i * 7 + 2) % 200).collect(),
+    ];
+    let news = [30, 20];
+    let plain: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(news)
+        .map(|(p, n)| {
+            greedy(&target, p, n, true, |_| {}).unwrap().sequences[0]
+                .ids
+                .clone()
+        })
+        .collect();
+    for schedule in [
+        DraftSchedule::Constant(1),
+        DraftSchedule::Constant(4),
+        DraftSchedule::Heuristic(3),
+        DraftSchedule::Auto(6),
+    ] {
+        for (name, draft) in [("random", &random), ("self", &own)] {
+            for (p, prompt) in prompts.iter().enumerate() {
+                let config = GenerationConfig {
+                    ignore_eos: true,
+                    ..greedy_config(news[p])
+                };
+                let mut drafter = Furthest::new(DraftModel::new(draft, 1));
+                let (ids, stats) = run(
+                    &target,
+                    &mut drafter,
+                    std::slice::from_ref(prompt),
+                    &config,
+                    schedule,
+                )
+                .unwrap_or_else(|e| panic!("{schedule:?} {name} draft, prompt {p}: {e}"));
+                assert_eq!(ids[0][0], plain[p], "{schedule:?} {name} draft, prompt {p}");
+                // Drafting m tokens feeds the first m − 1: the sequence and its draft end at
+                // most one past the draft's context.
+                assert!(
+                    drafter.furthest <= DRAFT_CONTEXT + 1,
+                    "{schedule:?} {name} prompt {p}: a draft reached {}",
+                    drafter.furthest
+                );
+                if prompt.len() <= DRAFT_CONTEXT {
+                    assert!(
+                        stats.drafted > 0,
+                        "{schedule:?} {name} prompt {p}: {stats:?}"
+                    );
+                } else {
+                    assert_eq!(stats.draft_forward_calls, 0, "{stats:?}");
+                }
+                if name == "self" {
+                    assert_eq!(stats.accepted, stats.drafted, "{schedule:?}: {stats:?}");
+                }
+            }
+            // Batched: one row drafts while the other, out of room, waits for the target.
+            let config = GenerationConfig {
+                ignore_eos: true,
+                ..greedy_config(20)
+            };
+            let mut drafter = DraftModel::new(draft, 1);
+            let (ids, _) = run(&target, &mut drafter, &prompts, &config, schedule)
+                .unwrap_or_else(|e| panic!("{schedule:?} {name} draft, batched: {e}"));
+            for (p, want) in plain.iter().enumerate() {
+                assert_eq!(
+                    ids[p][0],
+                    want[..20],
+                    "{schedule:?} {name} draft, batched prompt {p}"
+                );
+            }
+        }
+    }
+    // Sampling goes past the draft's context too (its output is the target's distribution, tested
+    // below; here it must simply not fail).
+    let config = GenerationConfig {
+        do_sample: true,
+        ignore_eos: true,
+        seed: 3,
+        ..greedy_config(30)
+    };
+    let mut drafter = DraftModel::new(&random, 1);
+    let (ids, stats) = run(
+        &target,
+        &mut drafter,
+        &prompts[..1],
+        &config,
+        DraftSchedule::Constant(4),
+    )
+    .unwrap();
+    assert_eq!(ids[0][0].len(), 30);
+    assert!(stats.drafted > 0, "{stats:?}");
+}
+
 #[test]
 fn self_draft_accepts_everything_in_few_target_passes() {
     let target = fixture("gpt2-tiny-tied");

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use decode_core::generate::{check_prompt, log_softmax_at};
+use decode_core::generate::{check_request, log_softmax_at};
 use decode_core::{
     Batch, Cache, Context, EarlyStopping, GenerationConfig, GenerationOutput, GenerationStats,
     LanguageModel, LogitsProcessor, Result, Sequence,
@@ -99,7 +99,7 @@ pub fn beam_search<M: LanguageModel>(
     config.validate()?;
     let k = config.num_beams;
     let max_new = config.new_tokens_for(prompt.len());
-    check_prompt(model, prompt, max_new)?;
+    check_request(model, &[prompt.to_vec()], config)?;
     let eos: Vec<u32> = match (&config.eos_token_ids, config.ignore_eos) {
         (_, true) => Vec::new(),
         (Some(ids), false) => ids.clone(),

@@ -4,7 +4,7 @@ use decode_core::{GenerationConfig, Result};
 
 use crate::SamplerChain;
 use crate::processors::{
-    BanTokens, FrequencyPresencePenalty, LogitBias, MinNewTokens, MinP, NoRepeatNGram,
+    BanTokens, FrequencyPresencePenalty, LogitBias, MinNewTokens, MinP, NoBadWords, NoRepeatNGram,
     RepetitionPenalty, Temperature, TopK, TopP, TypicalP,
 };
 
@@ -15,7 +15,7 @@ impl SamplerChain {
     /// The order is transformers' where it has the processor, and the default order of this crate:
     ///
     /// 1. logit bias, 2. repetition penalty, 3. frequency and presence penalties, 4. no-repeat
-    ///    n-gram, 5. banned tokens, 6. min-new-tokens;
+    ///    n-gram, 5. banned tokens and bad words, 6. min-new-tokens;
     /// 7. then, when sampling only: temperature, top-k, top-p, min-p, typical-p;
     /// 8. then the selector: greedy, or a seeded multinomial draw when `do_sample`.
     ///
@@ -48,6 +48,9 @@ impl SamplerChain {
         }
         if !config.banned_tokens.is_empty() {
             chain = chain.with(BanTokens::new(&config.banned_tokens));
+        }
+        if !config.bad_words_ids.is_empty() {
+            chain = chain.with(NoBadWords::new(&config.bad_words_ids, eos_token_ids)?);
         }
         if config.min_new_tokens > 0 && !eos_token_ids.is_empty() {
             chain = chain.with(MinNewTokens::new(config.min_new_tokens, eos_token_ids));

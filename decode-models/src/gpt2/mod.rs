@@ -266,6 +266,16 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
         &self.config.eos_token_ids
     }
 
+    fn cache_bytes_per_position(&self) -> usize {
+        let c = &self.config;
+        let bytes = match self.dtype() {
+            DType::F16 | DType::BF16 => 2,
+            _ => 4,
+        };
+        // Keys and values of every layer; the config's bounds keep this far from overflowing.
+        c.n_layer * 2 * c.n_embd * bytes
+    }
+
     fn new_cache(&self, rows: usize) -> KvCache<B> {
         let c = &self.config;
         KvCache::new(

@@ -66,3 +66,63 @@ impl LogitsProcessor for BanTokens {
         Box::new(self.clone())
     }
 }
+
+/// transformers' `NoBadWordsLogitsProcessor`: never produces the listed token sequences. The last
+/// token of each is banned wherever the context (prompt included) ends with the rest of it; a
+/// one-token sequence is banned always. Sequences that are just an EOS id are dropped, as
+/// transformers drops them.
+#[derive(Debug, Clone, Default)]
+pub struct NoBadWords {
+    sequences: Vec<Vec<u32>>,
+}
+
+impl NoBadWords {
+    /// From the sequences to ban (an empty one is refused) and the EOS ids.
+    pub fn new(sequences: &[Vec<u32>], eos_token_ids: &[u32]) -> Result<Self> {
+        if sequences.iter().any(Vec::is_empty) {
+            return Err(Error::invalid("bad-words-ids", "holds an empty sequence"));
+        }
+        let sequences = sequences
+            .iter()
+            .filter(|s| !(s.len() == 1 && eos_token_ids.contains(&s[0])))
+            .cloned()
+            .collect();
+        Ok(NoBadWords { sequences })
+    }
+}
+
+impl LogitsProcessor for NoBadWords {
+    fn apply(&mut self, ctx: &Context<'_>, logits: &mut [f32]) {
+        for sequence in &self.sequences {
+            if let Some((&last, prefix)) = sequence.split_last()
+                && ctx.tokens.ends_with(prefix)
+                && let Some(x) = logits.get_mut(last as usize)
+            {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn LogitsProcessor> {
+        Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_words_ban_the_last_token_after_the_rest() {
+        let mut p = NoBadWords::new(&[vec![3], vec![1, 2], vec![7]], &[7]).unwrap();
+        let mut logits = vec![0f32; 8];
+        p.apply(&Context::new(&[5, 1], 1), &mut logits);
+        assert_eq!(logits[3], f32::NEG_INFINITY); // one token: always
+        assert_eq!(logits[2], f32::NEG_INFINITY); // context ends with [1]
+        assert_eq!(logits[7], 0.0); // [eos] is dropped
+        let mut logits = vec![0f32; 8];
+        p.apply(&Context::new(&[1, 5], 1), &mut logits);
+        assert_eq!(logits[2], 0.0);
+        assert!(NoBadWords::new(&[vec![]], &[]).is_err());
+    }
+}

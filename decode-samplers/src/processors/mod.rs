@@ -14,7 +14,7 @@ mod top_k;
 mod top_p;
 mod typical;
 
-pub use bias::{BanTokens, LogitBias};
+pub use bias::{BanTokens, LogitBias, NoBadWords};
 pub use min_new_tokens::MinNewTokens;
 pub use min_p::MinP;
 pub use ngram::NoRepeatNGram;

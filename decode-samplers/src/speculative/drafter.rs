@@ -73,7 +73,9 @@ pub struct DraftModel<'m, M: LanguageModel> {
 }
 
 impl<'m, M: LanguageModel> DraftModel<'m, M> {
-    /// Drafts with `model`; sampling draws use their own generator seeded from `seed`.
+    /// Drafts with `model`; sampling draws use their own generator seeded from `seed`. A row
+    /// whose sequence outgrows `model`'s context length gets shorter drafts, then none: the
+    /// target may have the longer context.
     pub fn new(model: &'m M, seed: u64) -> Self {
         DraftModel {
             model,
@@ -105,14 +107,23 @@ impl<M: LanguageModel> Drafter for DraftModel<'_, M> {
         let mut drafts = vec![Draft::default(); rows];
         let mut probes: Vec<SamplerChain> = requests.iter().map(|r| r.chain.clone()).collect();
         let mut contexts: Vec<Vec<u32>> = requests.iter().map(|r| r.tokens.to_vec()).collect();
-        let rounds = requests.iter().map(|r| r.max).max().unwrap_or(0);
+        // A draft with a shorter context than the target drafts only while it has room: drafting
+        // m tokens feeds the row's tokens and the first m − 1 drafts, which must fit its
+        // positions. A row out of room drafts nothing and the target goes on alone (each verify
+        // step still adds the target's own token), as plain decoding would.
+        let limit = self.model.context_length();
+        let maxes: Vec<usize> = requests
+            .iter()
+            .map(|r| r.max.min((limit + 1).saturating_sub(r.tokens.len())))
+            .collect();
+        let rounds = maxes.iter().copied().max().unwrap_or(0);
         let pad = self.model.eos_token_ids().first().copied().unwrap_or(0);
         for round in 0..rounds {
             // Round 0 catches each row up on the tokens its cache lacks; later rounds feed the
             // previous draft token. Rows with nothing to do feed one masked pad.
             let inputs: Vec<Vec<u32>> = (0..rows)
                 .map(|r| {
-                    if round >= requests[r].max {
+                    if round >= maxes[r] {
                         Vec::new()
                     } else {
                         contexts[r][self.fed[r]..].to_vec()

@@ -117,7 +117,7 @@ impl GammaState {
             && drafted > 0
         {
             self.gamma = if accepted == drafted {
-                self.gamma + 2
+                (self.gamma + 2).min(MAX_DRAFT_TOKENS)
             } else {
                 self.gamma.saturating_sub(1).max(1)
             };
