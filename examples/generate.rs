@@ -420,6 +420,9 @@ fn generate<M: LanguageModel>(
             ));
         }
     };
+    // The whole request (context, memory, token ids) before the prompt is echoed: a refused
+    // request prints nothing but its one-line error.
+    decode::core::generate::check_request(model, std::slice::from_ref(&prompt), &config)?;
     let sequences = config.num_return_sequences;
     // Text streams to stdout only when there is one sequence to show.
     let streaming = !args.json && sequences == 1 && config.num_beams == 1;

@@ -392,3 +392,55 @@ fn an_empty_stop_string_is_refused() {
     run.failed_cleanly().says(&["stop", "empty stop string"]);
     assert!(run.stdout.is_empty(), "{}", run.describe());
 }
+
+#[test]
+fn impossible_request_sizes_print_only_their_error() {
+    for (args, needle) in [
+        // Would wrap usize when added to the prompt's length.
+        (
+            vec![
+                "--prompt",
+                "And God said",
+                "--max-new-tokens",
+                "18446744073709551615",
+            ],
+            "context overflow",
+        ),
+        // Shorter than the prompt: transformers raises too.
+        (
+            vec!["--prompt", "And God said", "--max-length", "2"],
+            "max-length",
+        ),
+        // Far beyond memory: refused by the estimate, not by an aborted allocation.
+        (
+            vec![
+                "--prompt",
+                "And God said",
+                "--strategy",
+                "sample",
+                "--num-return-sequences",
+                "100000000000",
+            ],
+            "GiB",
+        ),
+        (
+            vec![
+                "--prompt",
+                "And God said",
+                "--strategy",
+                "beam",
+                "--num-beams",
+                "100000000000",
+            ],
+            "GiB",
+        ),
+    ] {
+        let run = generate(&args, To::Pipe, To::Pipe);
+        run.failed_cleanly().says(&[needle]);
+        assert!(
+            run.stdout.is_empty(),
+            "printed before refusing: {}",
+            run.describe()
+        );
+    }
+}
