@@ -108,11 +108,37 @@ pub fn wgpu_adapter_name() -> Result<String> {
     let adapter = burn::tensor::try_read_sync(instance.request_adapter(&options))
         .ok_or_else(|| wgpu_missing("the adapter request did not complete"))?
         .map_err(|e| wgpu_missing(&e.to_string()))?;
+    let limits = adapter.limits();
+    let _ = WGPU_MAX_BUFFER.set(
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size),
+    );
     let info = adapter.get_info();
     Ok(format!(
         "{} / {} ({:?})",
         info.name, info.driver, info.backend
     ))
+}
+
+/// The largest buffer the wgpu adapter binds, read when it is probed (burn asks for the adapter's
+/// own limits; Mesa's lavapipe binds 128 MiB, NVIDIA's Vulkan driver 4 GiB).
+#[cfg(feature = "wgpu")]
+static WGPU_MAX_BUFFER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The largest tensor, in bytes, `device` can hold, when its backend has such a limit (wgpu: the
+/// adapter's storage-buffer binding size); `None` when it has none worth checking. A weight above
+/// it would make burn panic on upload, so [`crate::Gpt2::load`] refuses it first.
+pub fn max_tensor_bytes<B: Backend>(device: &B::Device) -> Option<u64> {
+    #[cfg(feature = "wgpu")]
+    if B::name(device).contains("wgpu") {
+        if WGPU_MAX_BUFFER.get().is_none() {
+            let _ = wgpu_adapter_name();
+        }
+        return WGPU_MAX_BUFFER.get().copied();
+    }
+    let _ = device;
+    None
 }
 
 #[cfg(feature = "wgpu")]

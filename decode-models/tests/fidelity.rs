@@ -346,3 +346,37 @@ fidelity_tests!(
         &decode_models::backend::cuda_device(0).expect("an NVIDIA GPU")
     )
 );
+
+/// A weight larger than the adapter binds in one buffer (lavapipe: 128 MiB; GPT-2's f32 token
+/// table is 147 MiB) is a typed error at load, where burn would panic in its server thread.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_weights_larger_than_a_buffer_are_refused_or_fit() {
+    use decode_models::backend::{Wgpu, max_tensor_bytes, wgpu_device};
+    use decode_models::weights::Gpt2Weights;
+    let device = wgpu_device().expect("a wgpu adapter (CI: Mesa's lavapipe)");
+    let config = decode_models::Gpt2Config {
+        n_layer: 1,
+        ..decode_models::Gpt2Config::gpt2_small()
+    };
+    let table = (config.vocab_size * config.n_embd * 4) as u64;
+    let limit = max_tensor_bytes::<Wgpu>(&device).expect("wgpu reports its buffer limit");
+    let weights = Gpt2Weights::random(&config, 1);
+    let loaded = Gpt2::<Wgpu>::try_from_weights(
+        config,
+        weights,
+        &device,
+        ComputePath::Tensor,
+        Precision::F32,
+    );
+    match loaded {
+        Err(e) => {
+            assert!(table > limit, "refused although it fits: {e}");
+            assert!(e.to_string().contains("MiB"), "{e}");
+        }
+        Ok(_) => assert!(
+            table <= limit,
+            "accepted a {table}-byte table over a {limit}-byte limit"
+        ),
+    }
+}

@@ -121,18 +121,64 @@ impl<B: Backend> Gpt2<B> {
         precision: Precision,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"),
-            ));
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::io(
+                    dir,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotADirectory,
+                        "is not a directory (give the model's folder)",
+                    ),
+                ));
+            }
+            Err(e) => return Err(Error::io(dir, e)),
         }
         let config = Gpt2Config::from_file(dir.join("config.json"))?;
         let weights =
             Gpt2Weights::read_with_progress(dir.join("model.safetensors"), &config, progress)?;
-        Ok(Self::from_weights_with(
-            config, weights, device, path, precision,
-        ))
+        Self::try_from_weights(config, weights, device, path, precision)
+    }
+
+    /// Like [`Gpt2::from_weights_with`], refusing weights the device cannot hold (a tensor larger
+    /// than the backend's buffer limit: [`crate::backend::max_tensor_bytes`]) with an
+    /// [`Error::Unsupported`] that names it, where burn would panic on upload.
+    pub fn try_from_weights(
+        config: Gpt2Config,
+        w: Gpt2Weights,
+        device: &B::Device,
+        path: ComputePath,
+        precision: Precision,
+    ) -> Result<Self> {
+        let tensor_path = match path {
+            ComputePath::Auto => !is_cpu::<B>(device),
+            ComputePath::Host => false,
+            ComputePath::Tensor => true,
+        };
+        if tensor_path && let Some(limit) = crate::backend::max_tensor_bytes::<B>(device) {
+            let dtype = precision.resolve::<B>(w.dtype(), device);
+            let largest = [&w.wte, &w.wpe]
+                .into_iter()
+                .chain(w.lm_head.as_ref())
+                .chain(
+                    w.blocks
+                        .iter()
+                        .flat_map(|b| [&b.c_attn[0], &b.c_fc[0], &b.mlp_proj[0]]),
+                )
+                .map(|t| t.shape.iter().product::<usize>() as u64 * dtype.size() as u64)
+                .max()
+                .unwrap_or(0);
+            if largest > limit {
+                return Err(Error::Unsupported(format!(
+                    "{}: a {:.0} MiB weight in {dtype:?} exceeds the {:.0} MiB this device binds \
+                     in one buffer (an f16 checkpoint halves it)",
+                    B::name(device),
+                    largest as f64 / (1u64 << 20) as f64,
+                    limit as f64 / (1u64 << 20) as f64,
+                )));
+            }
+        }
+        Ok(Self::from_weights_with(config, w, device, path, precision))
     }
 
     /// Builds the model from host weights already checked against `config`.
@@ -151,6 +197,11 @@ impl<B: Backend> Gpt2<B> {
     }
 
     /// Like [`Gpt2::from_weights_on`], the tensor path computing in `precision`.
+    ///
+    /// # Panics
+    ///
+    /// Inside burn, when a weight is larger than the device binds in one buffer (wgpu on some
+    /// adapters); [`Gpt2::try_from_weights`] and [`Gpt2::load`] check that first.
     pub fn from_weights_with(
         config: Gpt2Config,
         mut w: Gpt2Weights,
