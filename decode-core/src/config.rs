@@ -189,14 +189,14 @@ impl GenerationConfig {
     /// [`crate::generate::check_request`].
     pub fn validate(&self) -> Result<()> {
         if self.do_sample {
-            positive("temperature", self.temperature)?;
+            positive_f32("temperature", self.temperature)?;
             unit("top-p", self.top_p, false)?;
             unit("typical-p", self.typical_p, false)?;
             if let Some(min_p) = self.min_p {
                 unit("min-p", min_p, true)?;
             }
         }
-        positive("repetition-penalty", self.repetition_penalty)?;
+        positive_f32("repetition-penalty", self.repetition_penalty)?;
         for (name, v) in [
             ("frequency-penalty", self.frequency_penalty),
             ("presence-penalty", self.presence_penalty),
@@ -270,8 +270,11 @@ impl GenerationConfig {
     }
 }
 
-/// A positive number that stays positive and finite in f32, where the processors apply it.
-fn positive(name: &'static str, v: f64) -> Result<()> {
+/// Refuses `v` unless it is a positive number that stays positive and normal as the f32 the
+/// processors apply it as (a temperature of 1e-300 is 0 in f32 and would divide the logits into
+/// ±∞); the error names `name`. Shared by [`GenerationConfig::validate`] and the processors'
+/// constructors.
+pub fn positive_f32(name: &'static str, v: f64) -> Result<()> {
     let f = v as f32;
     if v.is_finite() && v > 0.0 && f.is_normal() {
         Ok(())

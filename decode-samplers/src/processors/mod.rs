@@ -24,21 +24,7 @@ pub use top_k::TopK;
 pub use top_p::TopP;
 pub use typical::TypicalP;
 
-use decode_core::{Context, Error, LogitsProcessor, Result};
-
-/// Refuses `v` unless it is positive and finite both as given and as the f32 it is applied as:
-/// a value that rounds to 0, a subnormal or ∞ in f32 would turn the logits into ±∞ or NaN.
-fn positive_f32(name: &'static str, v: f64) -> Result<()> {
-    let f = v as f32;
-    if v.is_finite() && v > 0.0 && f.is_normal() && (1.0 / f).is_finite() {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            name,
-            format!("must be a positive number that f32 holds (1.2e-38 to 3.4e38), not {v}"),
-        ))
-    }
-}
+use decode_core::{Context, LogitsProcessor};
 
 /// A processor written as a closure: `FnMut(&Context, &mut [f32])`, cloneable.
 #[derive(Clone)]

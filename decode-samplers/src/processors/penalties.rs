@@ -12,7 +12,7 @@ pub struct RepetitionPenalty {
 impl RepetitionPenalty {
     /// `penalty > 0`; 1 changes nothing, above 1 discourages repeats.
     pub fn new(penalty: f64) -> Result<Self> {
-        crate::processors::positive_f32("repetition-penalty", penalty)?;
+        decode_core::config::positive_f32("repetition-penalty", penalty)?;
         Ok(RepetitionPenalty {
             penalty,
             seen: Vec::new(),

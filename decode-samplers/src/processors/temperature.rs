@@ -10,7 +10,7 @@ impl Temperature {
     /// Refuses a temperature that is not a positive number in f32, where it is applied: one that
     /// becomes 0 or subnormal as an f32 (below 1.2e-38) would divide the logits into ±∞ or NaN.
     pub fn new(temperature: f64) -> Result<Self> {
-        crate::processors::positive_f32("temperature", temperature)?;
+        decode_core::config::positive_f32("temperature", temperature)?;
         Ok(Temperature { temperature })
     }
 }
