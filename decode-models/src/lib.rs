@@ -7,7 +7,8 @@
 //! - [`config`]: HuggingFace `config.json` ([`Gpt2Config`]), validated.
 //! - [`weights`]: `model.safetensors` in f32, f16 or bf16, every tensor's shape checked.
 //! - [`tokenizer`]: the GPT-2 byte-level BPE ([`Tokenizer`]) and a UTF-8-safe [`StreamDecoder`].
-//! - [`backend`]: the CPU backend (burn-flex, measured fastest), ndarray and CUDA behind features.
+//! - [`backend`]: the CPU backend (burn-flex, measured fastest); ndarray, CUDA and wgpu behind
+//!   features, with one-line errors where a GPU or driver is missing.
 //!
 //! ```no_run
 //! use decode_models::{backend::{Cpu, cpu_device}, Gpt2, Tokenizer};
