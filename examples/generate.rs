@@ -228,13 +228,19 @@ impl Stream for std::io::StderrLock<'_> {
 fn run(args: &Args) -> Result<()> {
     // Flags that need no model are checked before loading one.
     let schedule = draft_schedule(args)?;
-    if args.stop.iter().any(String::is_empty) {
-        // Every text contains "": it would end the sequence at its first token.
-        return Err(Error::invalid(
-            "stop",
-            "an empty stop string would stop every sequence at once",
-        ));
+    // A sampling flag given with another strategy is unused (as transformers ignores sampling
+    // values under greedy decoding), but an impossible value given explicitly is still refused,
+    // as is an empty stop string (every text contains "").
+    GenerationConfig {
+        do_sample: true,
+        temperature: args.temperature.unwrap_or(1.0),
+        top_p: args.top_p.unwrap_or(1.0),
+        typical_p: args.typical_p.unwrap_or(1.0),
+        min_p: args.min_p,
+        stop_strings: args.stop.clone(),
+        ..GenerationConfig::default()
     }
+    .validate()?;
     match args.backend {
         BackendChoice::Cpu => run_on::<Cpu>(args, schedule, &backend::cpu_device()),
         #[cfg(feature = "cuda")]
@@ -326,17 +332,6 @@ fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
 
 /// The generation settings: the model's generation_config.json, then the flags given.
 fn generation_config(args: &Args) -> Result<GenerationConfig> {
-    // A sampling flag given with another strategy is unused (as transformers ignores sampling
-    // values under greedy decoding), but an impossible value given explicitly is still refused.
-    GenerationConfig {
-        do_sample: true,
-        temperature: args.temperature.unwrap_or(1.0),
-        top_p: args.top_p.unwrap_or(1.0),
-        typical_p: args.typical_p.unwrap_or(1.0),
-        min_p: args.min_p,
-        ..GenerationConfig::default()
-    }
-    .validate()?;
     let mut c = GenerationConfig::for_model_dir(model_dir(args)?)?;
     c.max_new_tokens = match (args.max_new_tokens, args.max_length) {
         (Some(n), _) => Some(n),

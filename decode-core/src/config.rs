@@ -242,13 +242,7 @@ impl GenerationConfig {
         if self.bad_words_ids.iter().any(Vec::is_empty) {
             return Err(Error::invalid("bad-words-ids", "holds an empty sequence"));
         }
-        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
-            return Err(Error::invalid(
-                "logit-bias",
-                format!("the bias of token {t} must be a finite number, not {b}"),
-            ));
-        }
-        Ok(())
+        finite_logit_bias(&self.logit_bias)
     }
 
     /// Every token id the settings name (EOS ids, banned tokens, bad words, logit biases), for
@@ -283,6 +277,18 @@ pub fn positive_f32(name: &'static str, v: f64) -> Result<()> {
             name,
             format!("must be a positive number that f32 holds (1.2e-38 to 3.4e38), not {v}"),
         ))
+    }
+}
+
+/// Refuses a logit bias that is not a finite number (it would make a logit ±∞ or NaN). Shared by
+/// [`GenerationConfig::validate`] and the `LogitBias` processor's constructor.
+pub fn finite_logit_bias(bias: &BTreeMap<u32, f32>) -> Result<()> {
+    match bias.iter().find(|(_, b)| !b.is_finite()) {
+        Some((t, b)) => Err(Error::invalid(
+            "logit-bias",
+            format!("the bias of token {t} must be a finite number, not {b}"),
+        )),
+        None => Ok(()),
     }
 }
 

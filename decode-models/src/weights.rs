@@ -1,9 +1,9 @@
 //! Reading GPT-2 weights from a HuggingFace `model.safetensors`.
 //!
-//! Accepts tensors stored as f32, f16 or bf16, kept in that dtype (the host path widens to f32 as it
-//! computes; the tensor path computes in f32, or in the stored dtype on a GPU that supports it:
-//! [`crate::gpt2::Precision`]), names with or without the `transformer.` prefix, and a tied or separate `lm_head.weight`. Every tensor's shape is
-//! checked against the config before anything is built; missing, unexpected and misshapen tensors
+//! Accepts tensors stored as f32, f16 or bf16, kept in that dtype (the host path widens to f32 as
+//! it computes; the tensor path computes in f32, or in the stored dtype on a GPU that supports it:
+//! [`crate::gpt2::Precision`]), names with or without the `transformer.` prefix, and a tied or
+//! separate `lm_head.weight`. Every tensor's shape is checked against the config before anything is built; missing, unexpected and misshapen tensors
 //! are errors that name the tensor. GPT-2's `Conv1D` weights are `[in, out]`, which is already the
 //! layout burn's `linear` takes, so nothing is transposed.
 
@@ -49,9 +49,14 @@ pub struct Gpt2Weights {
     pub lm_head: Option<TensorData>,
 }
 
+/// A weight and its bias (or a layer norm's pair), converted to `dtype`.
+fn convert_pair([w, b]: [TensorData; 2], dtype: DType) -> [TensorData; 2] {
+    [w.convert_dtype(dtype), b.convert_dtype(dtype)]
+}
+
 impl BlockWeights {
     fn convert(self, dtype: DType) -> Self {
-        let pair = |[w, b]: [TensorData; 2]| [w.convert_dtype(dtype), b.convert_dtype(dtype)];
+        let pair = |p| convert_pair(p, dtype);
         BlockWeights {
             ln_1: pair(self.ln_1),
             c_attn: pair(self.c_attn),
@@ -107,10 +112,7 @@ impl Gpt2Weights {
             wte: self.wte.convert_dtype(dtype),
             wpe: self.wpe.convert_dtype(dtype),
             blocks: self.blocks.into_iter().map(|b| b.convert(dtype)).collect(),
-            ln_f: [
-                self.ln_f[0].clone().convert_dtype(dtype),
-                self.ln_f[1].clone().convert_dtype(dtype),
-            ],
+            ln_f: convert_pair(self.ln_f, dtype),
             lm_head: self.lm_head.map(|h| h.convert_dtype(dtype)),
         }
     }

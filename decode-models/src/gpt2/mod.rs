@@ -35,6 +35,17 @@ pub enum ComputePath {
     Tensor,
 }
 
+impl ComputePath {
+    /// Whether a model on `device` computes on the host path ([`ComputePath::Auto`]: on CPUs).
+    fn is_host<B: Backend>(self, device: &B::Device) -> bool {
+        match self {
+            ComputePath::Auto => is_cpu::<B>(device),
+            ComputePath::Host => true,
+            ComputePath::Tensor => false,
+        }
+    }
+}
+
 /// What the tensor path stores weights, activations and the KV cache in. The host path always
 /// reads the stored dtype and accumulates in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,12 +161,9 @@ impl<B: Backend> Gpt2<B> {
         path: ComputePath,
         precision: Precision,
     ) -> Result<Self> {
-        let tensor_path = match path {
-            ComputePath::Auto => !is_cpu::<B>(device),
-            ComputePath::Host => false,
-            ComputePath::Tensor => true,
-        };
-        if tensor_path && let Some(limit) = crate::backend::max_tensor_bytes::<B>(device) {
+        if !path.is_host::<B>(device)
+            && let Some(limit) = crate::backend::max_tensor_bytes::<B>(device)
+        {
             let dtype = precision.resolve::<B>(w.dtype(), device);
             let largest = [&w.wte, &w.wpe]
                 .into_iter()
@@ -211,12 +219,7 @@ impl<B: Backend> Gpt2<B> {
     ) -> Self {
         let dtype = precision.resolve::<B>(w.dtype(), device);
         let head = transpose(w.lm_head.take().unwrap_or_else(|| w.wte.clone()));
-        let host = match path {
-            ComputePath::Auto => is_cpu::<B>(device),
-            ComputePath::Host => true,
-            ComputePath::Tensor => false,
-        };
-        let body = if host {
+        let body = if path.is_host::<B>(device) {
             Body::Host(HostGpt2::new(&config, w, head))
         } else {
             Body::Tensor(BurnGpt2::new(&config, w, head, device, dtype))
@@ -319,12 +322,8 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
 
     fn cache_bytes_per_position(&self) -> usize {
         let c = &self.config;
-        let bytes = match self.dtype() {
-            DType::F16 | DType::BF16 => 2,
-            _ => 4,
-        };
         // Keys and values of every layer; the config's bounds keep this far from overflowing.
-        c.n_layer * 2 * c.n_embd * bytes
+        c.n_layer * 2 * c.n_embd * self.dtype().size()
     }
 
     fn new_cache(&self, rows: usize) -> KvCache<B> {

@@ -12,12 +12,7 @@ pub struct LogitBias {
 impl LogitBias {
     /// From token → bias.
     pub fn new(bias: &BTreeMap<u32, f32>) -> Result<Self> {
-        if let Some((t, b)) = bias.iter().find(|(_, b)| !b.is_finite()) {
-            return Err(Error::invalid(
-                "logit-bias",
-                format!("the bias of token {t} must be a finite number, not {b}"),
-            ));
-        }
+        decode_core::config::finite_logit_bias(bias)?;
         Ok(LogitBias {
             bias: bias.iter().map(|(&t, &b)| (t, b)).collect(),
         })
