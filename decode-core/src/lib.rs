@@ -16,7 +16,7 @@ pub mod model;
 pub mod sampling;
 
 pub use batch::{Batch, Logits};
-pub use cache::{Cache, HostLayer, KvCache};
+pub use cache::Cache;
 pub use config::{EarlyStopping, GenerationConfig};
 pub use error::{Error, Result};
 pub use generate::{

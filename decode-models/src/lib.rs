@@ -1,7 +1,7 @@
 //! GPT-2 for `decode`, on burn.
 //!
 //! - [`gpt2`]: the model ([`Gpt2`]), generic over the burn backend, implementing
-//!   [`decode_core::LanguageModel`] with a [`decode_core::KvCache`]. Two paths compute it: on a
+//!   [`decode_core::LanguageModel`] with a [`KvCache`]. Two paths compute it: on a
 //!   CPU, [`gpt2::host`] (plain Rust over host memory, bound by memory bandwidth); elsewhere, burn
 //!   tensor operations ([`gpt2::BurnGpt2`]).
 //! - [`config`]: HuggingFace `config.json` ([`Gpt2Config`]), validated.
@@ -22,11 +22,13 @@
 //! ```
 
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod gpt2;
 pub mod tokenizer;
 pub mod weights;
 
+pub use cache::KvCache;
 pub use config::{Activation, Gpt2Config};
 pub use gpt2::Gpt2;
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, TensorData};
-use decode_core::{Batch, Cache, Error, KvCache, LanguageModel, Logits, Result};
+use decode_core::{Batch, Cache, Error, LanguageModel, Logits, Result};
+
+use crate::KvCache;
 
 pub use host::HostGpt2;
 pub use tensor::{AttentionShape, Block, BurnGpt2, LayerNorm, Linear};

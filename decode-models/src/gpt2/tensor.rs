@@ -12,8 +12,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
-use decode_core::cache::Step;
-use decode_core::{Batch, Error, KvCache, Result};
+use crate::cache::Step;
+use decode_core::{Batch, Error, Result};
+
+use crate::KvCache;
 
 use crate::Activation;
 

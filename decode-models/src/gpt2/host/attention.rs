@@ -4,7 +4,7 @@
 //! to every earlier real slot and to itself. Padding and rolled-back slots (`real == false`) are
 //! skipped, which is the same as transformers' additive mask.
 
-use decode_core::HostLayer;
+use crate::cache::HostLayer;
 
 use super::ops;
 use rayon::prelude::*;

@@ -5,7 +5,7 @@
 //! bookkeeping around the matrix products (strided copies of the cache for attention, one
 //! allocation per element-wise op, and a hand-off to the thread pool per op). Here the residual
 //! stream is one `Vec<f32>`, the linear layers are [`HostLinear`], attention reads the cache's
-//! buffers in place ([`KvCache::take_host`](decode_core::KvCache::take_host)), and the whole pass
+//! buffers in place ([`KvCache::take_host`](crate::KvCache::take_host)), and the whole pass
 //! runs on one rayon pool so no call hands work across threads. The tensor path
 //! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
@@ -17,7 +17,10 @@ use std::sync::OnceLock;
 
 use burn::tensor::TensorData;
 use burn::tensor::backend::Backend;
-use decode_core::{Batch, HostLayer, KvCache, Result};
+use decode_core::{Batch, Result};
+
+use crate::KvCache;
+use crate::cache::HostLayer;
 
 use attention::Span;
 pub use linear::{HostLinear, HostWeights};
