@@ -4,8 +4,9 @@
 //!
 //! They are found by path, relative to this crate's source (`models/kjv-target`,
 //! `models/kjv-draft`), not compiled into binaries: an application that depends on `decode` from
-//! git or a path gets them at no cost in binary size. A package without the `models/` folder
-//! reports a clear error from [`target_dir`] / [`draft_dir`].
+//! git or a path gets them at no cost in binary size. The crates.io package leaves `models/` out
+//! (it would exceed crates.io's size limit): there, [`target_dir`] and [`draft_dir`] return a
+//! one-line [`decode_core::Error::Io`] that says so.
 
 use std::path::PathBuf;
 
@@ -25,7 +26,8 @@ fn existing(name: &str) -> Result<PathBuf> {
             &dir,
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                "the embedded model is not in this source tree (rebuild it with tools/train_embedded.py, or pass --model)",
+                "the embedded models ship with decode's git repository, not its crates.io package: \
+                 depend on decode from git or a path, or load your own model directory",
             ),
         ))
     }

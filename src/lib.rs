@@ -1,22 +1,37 @@
 //! `decode`: text generation with transformer language models on burn.
 //!
-//! This crate gathers the workspace under one name:
-//! - [`core`] (`decode-core`): the [`LanguageModel`](core::LanguageModel) trait, the KV cache,
-//!   errors and the generation loop;
-//! - [`models`] (`decode-models`): GPT-2 on burn, checkpoint loading, the tokenizer, backends;
-//! - [`samplers`] (`decode-samplers`): from logits to tokens, beam search;
-//! - [`generate_text`]: the loop with a tokenizer, streaming text deltas and stop strings;
-//! - [`embedded`]: the small KJV target + draft pair that ships in the repository.
+//! Start with [`Generator`]: a model, its tokenizer and its settings in one object.
+//!
+//! ```no_run
+//! # fn main() -> decode::Result<()> {
+//! let generator = decode::Generator::from_dir(decode::embedded::target_dir()?)?;
+//! for delta in generator.stream("And God said")? {
+//!     print!("{}", delta?.text); // each token's text, as it is generated
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The crates underneath, for those who compose their own:
+//! - [`core`] (`decode-core`): the contracts: [`LanguageModel`](core::LanguageModel), the
+//!   [`Cache`](core::Cache) trait, [`GenerationConfig`], errors;
+//! - [`models`] (`decode-models`): GPT-2 on burn, its KV cache, checkpoint loading, the tokenizer,
+//!   backends;
+//! - [`samplers`] (`decode-samplers`): from logits to tokens, and the generation
+//!   [`Engine`](samplers::Engine) (plain, speculative, beam search) over any model;
+//! - [`embedded`]: the small KJV target + draft pair that ships with the repository.
+
+#![warn(missing_docs)]
 
 pub mod embedded;
-mod text;
+mod generator;
 
 pub use decode_core as core;
 pub use decode_models as models;
 pub use decode_samplers as samplers;
 
-pub use decode_core::{Error, Flow, GenerationConfig, Result};
-pub use text::{Speculation, TextDelta, generate_text};
+pub use decode_core::{Error, GenerationConfig, Result};
+pub use decode_samplers::engine::{Flow, GenerationStats, StopReason, TextDelta};
+pub use generator::{Completion, Generator, Output, Stream};
 
 /// The README's Rust examples, compiled as doc tests.
 #[cfg(doctest)]

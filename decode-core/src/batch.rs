@@ -205,9 +205,29 @@ impl Logits {
     }
 }
 
+/// Index of the largest value; the first one on ties. NaN never wins: the result is the largest
+/// non-NaN value's index (0 for an empty or all-NaN slice, which the engine refuses first).
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in values.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map_or(0, |(i, _)| i as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_takes_first_tie_and_never_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0, 2.0]), 2);
+        assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), 1);
+        assert_eq!(argmax(&[1.0, f32::NAN, 0.5]), 0);
+    }
 
     #[test]
     fn left_padding_marks_pads() {

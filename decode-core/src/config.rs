@@ -186,7 +186,7 @@ impl GenerationConfig {
     /// transformers ignores them under greedy decoding and beam search. The error names the
     /// parameter as the CLI spells it. Checks that need the model or the prompt (EOS ids in the
     /// vocabulary, `max_length` against the prompt, memory) are in
-    /// [`crate::generate::check_request`].
+    /// the generation engine (`decode_samplers::engine`).
     pub fn validate(&self) -> Result<()> {
         if self.do_sample {
             positive_f32("temperature", self.temperature)?;

@@ -63,7 +63,7 @@ pub trait Selector: Send {
     /// Draws an id from `probs` (non-negative, not necessarily normalised): speculative decoding
     /// samples its corrections and bonus tokens this way. Deterministic selectors take the largest.
     fn draw(&mut self, probs: &[f32]) -> u32 {
-        crate::generate::argmax(probs)
+        crate::argmax(probs)
     }
 
     /// Whether [`Selector::select`] always takes the most likely token.

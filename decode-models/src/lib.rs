@@ -1,9 +1,9 @@
 //! GPT-2 for `decode`, on burn.
 //!
 //! - [`gpt2`]: the model ([`Gpt2`]), generic over the burn backend, implementing
-//!   [`decode_core::LanguageModel`] with a [`KvCache`]. Two paths compute it: on a
-//!   CPU, [`gpt2::host`] (plain Rust over host memory, bound by memory bandwidth); elsewhere, burn
-//!   tensor operations ([`gpt2::BurnGpt2`]).
+//!   [`decode_core::LanguageModel`] with a [`KvCache`]. Two paths compute it
+//!   ([`gpt2::ComputePath`]): on a CPU, the host path (plain Rust over host memory, bound by
+//!   memory bandwidth); elsewhere, burn tensor operations.
 //! - [`config`]: HuggingFace `config.json` ([`Gpt2Config`]), validated.
 //! - [`weights`]: `model.safetensors` in f32, f16 or bf16, every tensor's shape checked.
 //! - [`tokenizer`]: the GPT-2 byte-level BPE ([`Tokenizer`]) and a UTF-8-safe [`StreamDecoder`].
@@ -21,6 +21,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cache;
 pub mod config;
@@ -30,5 +32,6 @@ pub mod weights;
 
 pub use cache::KvCache;
 pub use config::{Activation, Gpt2Config};
+pub use decode_core::StreamDecoder;
 pub use gpt2::Gpt2;
-pub use tokenizer::{StreamDecoder, Tokenizer};
+pub use tokenizer::Tokenizer;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use decode_core::{Error, Result, files};
+use decode_core::{Error, Result, StreamDecoder, TokenText, files};
 use tokenizers::AddedToken;
 use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -180,10 +180,7 @@ impl Tokenizer {
 
     /// A decoder that turns ids into text as they arrive.
     pub fn stream(&self) -> StreamDecoder<'_> {
-        StreamDecoder {
-            tokenizer: self,
-            pending: Vec::new(),
-        }
+        StreamDecoder::new(self)
     }
 
     fn bytes_of(&self, id: u32) -> Result<&[u8]> {
@@ -198,52 +195,13 @@ impl Tokenizer {
     }
 }
 
-/// Turns a stream of ids into text, emitting only whole UTF-8 characters: a character whose bytes
-/// span several tokens (emoji, CJK) comes out once its last byte has arrived.
-#[derive(Debug)]
-pub struct StreamDecoder<'a> {
-    tokenizer: &'a Tokenizer,
-    pending: Vec<u8>,
-}
-
-impl StreamDecoder<'_> {
-    /// Adds one id; returns the text it completes (possibly empty).
-    pub fn push(&mut self, id: u32) -> Result<String> {
-        self.pending.extend_from_slice(self.tokenizer.bytes_of(id)?);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(text) => {
-                    out.push_str(text);
-                    self.pending.clear();
-                    return Ok(out);
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    // Safe: `valid_up_to` bytes were just checked.
-                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
-                    match e.error_len() {
-                        // Incomplete character at the end: wait for the next id.
-                        None => {
-                            self.pending.drain(..valid);
-                            return Ok(out);
-                        }
-                        // Bytes that can never become a character: emit U+FFFD, as decode does.
-                        Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            self.pending.drain(..valid + bad);
-                        }
-                    }
-                }
-            }
-        }
+impl TokenText for Tokenizer {
+    fn token_bytes(&self, id: u32) -> Result<&[u8]> {
+        self.bytes_of(id)
     }
 
-    /// Flushes what is left (an unfinished character becomes U+FFFD).
-    pub fn finish(&mut self) -> String {
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        text
+    fn check_against(&self, vocab_size: usize) -> Result<()> {
+        Tokenizer::check_against(self, vocab_size)
     }
 }
 

@@ -12,7 +12,7 @@ pub struct Greedy;
 
 impl Selector for Greedy {
     fn select(&mut self, logits: &[f32]) -> u32 {
-        decode_core::generate::argmax(logits)
+        decode_core::argmax(logits)
     }
 
     fn is_greedy(&self) -> bool {

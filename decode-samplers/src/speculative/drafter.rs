@@ -151,7 +151,7 @@ impl<M: LanguageModel> Drafter for DraftModel<'_, M> {
                 let ctx = Context::new(&contexts[r], requests[r].prompt_len);
                 probes[r].apply(&ctx, &mut row);
                 let token = if probes[r].is_greedy() {
-                    decode_core::generate::argmax(&row)
+                    decode_core::argmax(&row)
                 } else {
                     let q = softmax(&row);
                     let token = self.rngs[r].draw(&q);

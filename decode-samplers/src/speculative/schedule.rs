@@ -20,6 +20,13 @@ pub enum DraftSchedule {
     Auto(usize),
 }
 
+impl Default for DraftSchedule {
+    /// Four tokens per verify step.
+    fn default() -> Self {
+        DraftSchedule::Constant(4)
+    }
+}
+
 impl DraftSchedule {
     /// Parses `constant`, `heuristic` or `auto` with γ (the maximum, for `auto`), then
     /// [validates](DraftSchedule::validate) it.

@@ -1,6 +1,6 @@
 //! The verify step: which drafted tokens the target keeps, and the token it adds.
 
-use decode_core::generate::{check_chosen, check_logits};
+use crate::engine::{check_chosen, check_logits};
 use decode_core::{Context, Error, LogitsProcessor, Result};
 
 use super::Draft;
@@ -54,7 +54,7 @@ pub fn verify<'l>(
         probe.apply(&Context::new(&context, prompt_len), &mut logits);
         // Processed logits that overflowed, or that mask every token, stop here as in plain
         // decoding.
-        let best = decode_core::generate::argmax(&logits);
+        let best = decode_core::argmax(&logits);
         check_chosen(&logits, best, step + i, 0)?;
         if chain.is_greedy() {
             if i < g && draft.tokens[i] == best {
