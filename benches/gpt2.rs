@@ -85,7 +85,7 @@ fn bench_path<B: Backend>(c: &mut Criterion, target: Target<'_, B>) {
                 }
                 let logits = model.forward(&Batch::column(&next), &mut cache).unwrap();
                 for (row, id) in next.iter_mut().enumerate() {
-                    *id = decode::core::generate::argmax(logits.last(row));
+                    *id = decode::core::argmax(logits.last(row));
                 }
             })
         });
@@ -148,12 +148,12 @@ fn benches(c: &mut Criterion) {
     );
     #[cfg(feature = "wgpu")]
     match decode::models::backend::wgpu_device() {
-        Ok(device) => bench_gpu::<decode::models::backend::Wgpu>(c, "wgpu", device),
+        Ok(device) => bench_gpu::<decode::models::backend::Wgpu>(c, "wgpu", device.burn_device()),
         Err(e) => eprintln!("skipping wgpu: {e}"),
     }
     #[cfg(feature = "cuda")]
     match decode::models::backend::cuda_device(0) {
-        Ok(device) => bench_gpu::<decode::models::backend::Cuda>(c, "cuda", device),
+        Ok(device) => bench_gpu::<decode::models::backend::Cuda>(c, "cuda", device.burn_device()),
         Err(e) => eprintln!("skipping cuda: {e}"),
     }
 }

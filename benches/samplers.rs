@@ -3,7 +3,7 @@
 //! `cargo bench --bench samplers`. Copying the logits for each call is setup, not timed.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use decode::core::{Context, LogitsProcessor, Sampler};
+use decode::core::{Context, LogitsProcessor};
 use decode::samplers::SamplerChain;
 use decode::samplers::processors::{
     FrequencyPresencePenalty, MinP, NoRepeatNGram, RepetitionPenalty, Temperature, TopK, TopP,
@@ -70,6 +70,26 @@ fn benches(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same processors without the draw, as beam search and the verify step call them.
+    c.bench_function("chain/rep1.3_temp0.7_topk50_topp0.9_apply", |b| {
+        b.iter_batched_ref(
+            || logits.clone(),
+            |l| chain.apply(&ctx, l),
+            BatchSize::SmallInput,
+        )
+    });
+    // Min-p as the first cut: its softmax over the whole vocabulary, then candidates.
+    let mut chain = SamplerChain::sampling(3)
+        .with(Temperature::new(0.7).unwrap())
+        .with(MinP::new(0.05, 1).unwrap())
+        .with(TopP::new(0.9, 1).unwrap());
+    c.bench_function("chain/temp0.7_minp0.05_topp0.9_sample", |b| {
+        b.iter_batched_ref(
+            || logits.clone(),
+            |l| chain.sample(&ctx, l),
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 /// The engine's per-row checks: raw logits finite, processed logits usable (issue: non-finite
@@ -78,8 +98,8 @@ fn checks(c: &mut Criterion) {
     let logits = logits();
     c.bench_function("checks/finite_raw_and_processed_50257", |b| {
         b.iter(|| {
-            decode::core::generate::check_logits(&logits, 0, 0).unwrap();
-            decode::core::generate::check_chosen(&logits, 7, 0, 0).unwrap();
+            decode::samplers::engine::check_logits(&logits, 0, 0).unwrap();
+            decode::samplers::engine::check_chosen(&logits, 7, 0, 0).unwrap();
         })
     });
 }

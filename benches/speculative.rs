@@ -11,13 +11,11 @@
 //! `cargo bench --bench speculative`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use decode::core::{Flow, GenerationConfig, generate, greedy};
+use decode::core::GenerationConfig;
 use decode::models::backend::{Cpu, cpu_device};
 use decode::models::{Gpt2, Gpt2Config};
-use decode::samplers::SamplerChain;
-use decode::samplers::speculative::{
-    DraftModel, DraftSchedule, OracleDrafter, speculative_generate,
-};
+use decode::samplers::Engine;
+use decode::samplers::speculative::{DraftModel, DraftSchedule, OracleDrafter};
 
 const NEW: usize = 24;
 
@@ -29,45 +27,24 @@ fn benches(c: &mut Criterion) {
         ignore_eos: true,
         ..GenerationConfig::default()
     };
-    let mut reference = prompt.clone();
-    reference.extend(
-        greedy(&model, &prompt, NEW, true, |_| {})
-            .unwrap()
-            .sequences[0]
-            .ids
-            .clone(),
-    );
-    let prompts = [prompt];
+    let prompts = [prompt.clone()];
+    let mut reference = prompt;
+    reference.extend(&Engine::new(&model, &config).run(&prompts).unwrap()[0].sequences[0].ids);
 
     let mut group = c.benchmark_group("speculative");
     group.sample_size(10);
     group.bench_function("plain_greedy", |b| {
-        b.iter(|| {
-            generate(
-                &model,
-                &prompts,
-                &config,
-                |_| SamplerChain::greedy(),
-                |_| Flow::Continue,
-            )
-            .unwrap()
-        })
+        b.iter(|| Engine::new(&model, &config).run(&prompts).unwrap())
     });
     for alpha in [0.5, 0.7, 0.9] {
         for gamma in [2usize, 4, 8] {
             group.bench_function(format!("oracle_alpha{alpha}_gamma{gamma}"), |b| {
                 b.iter(|| {
-                    let mut drafter = OracleDrafter::new(reference.clone(), alpha, 50257, 11);
-                    speculative_generate(
-                        &model,
-                        &mut drafter,
-                        &prompts,
-                        &config,
-                        DraftSchedule::Constant(gamma),
-                        |_| SamplerChain::greedy(),
-                        |_| Flow::Continue,
-                    )
-                    .unwrap()
+                    let drafter = OracleDrafter::new(reference.clone(), alpha, 50257, 11);
+                    Engine::new(&model, &config)
+                        .speculative(drafter, DraftSchedule::Constant(gamma))
+                        .run(&prompts)
+                        .unwrap()
                 })
             });
         }
@@ -94,30 +71,14 @@ fn embedded_pair(group: &mut criterion::BenchmarkGroup<'_, criterion::measuremen
         ..GenerationConfig::default()
     };
     group.bench_function("kjv_plain_greedy", |b| {
-        b.iter(|| {
-            generate(
-                &target,
-                &prompts,
-                &config,
-                |_| SamplerChain::greedy(),
-                |_| Flow::Continue,
-            )
-            .unwrap()
-        })
+        b.iter(|| Engine::new(&target, &config).run(&prompts).unwrap())
     });
     group.bench_function("kjv_draft_gamma1", |b| {
         b.iter(|| {
-            let mut drafter = DraftModel::new(&draft, 0);
-            speculative_generate(
-                &target,
-                &mut drafter,
-                &prompts,
-                &config,
-                DraftSchedule::Constant(1),
-                |_| SamplerChain::greedy(),
-                |_| Flow::Continue,
-            )
-            .unwrap()
+            Engine::new(&target, &config)
+                .speculative(DraftModel::new(&draft, 0), DraftSchedule::Constant(1))
+                .run(&prompts)
+                .unwrap()
         })
     });
 }

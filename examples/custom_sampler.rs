@@ -5,11 +5,11 @@
 //! ```
 //! (defaults to the tiny test model in decode-models/tests/fixtures).
 
-use decode::core::{Context, Flow, GenerationConfig, LogitsProcessor, generate};
+use decode::core::{Context, GenerationConfig, LogitsProcessor};
 use decode::models::Gpt2;
 use decode::models::backend::{Cpu, cpu_device};
-use decode::samplers::SamplerChain;
 use decode::samplers::processors::{Temperature, TopK};
+use decode::samplers::{Engine, SamplerChain};
 
 /// Forbids repeating the previous token. Stateful on purpose: it learns the last token through
 /// `accept`, which the loop calls only for tokens it keeps.
@@ -58,13 +58,10 @@ fn main() -> decode::Result<()> {
         max_new_tokens: Some(20),
         ..GenerationConfig::default()
     };
-    let out = generate(
-        &model,
-        &[vec![1, 2, 3]],
-        &config,
-        |_| chain.clone(),
-        |_| Flow::Continue,
-    )?;
+    // The chain replaces the one the config would describe (its other fields still apply).
+    let out = Engine::new(&model, &config)
+        .chains(|_| chain.clone())
+        .run(&[vec![1, 2, 3]])?;
     let ids = &out[0].sequences[0].ids;
     assert!(
         ids.windows(2).all(|w| w[0] != w[1]),

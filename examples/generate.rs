@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Without `--json` the text streams to stdout as it is generated and a one-line summary goes to
-//! stderr. With `--json`, stdout holds exactly one JSON object (see `JsonOutput`).
+//! stderr. With `--json`, stdout holds exactly one JSON object (`decode::Output`).
 //!
 //! Nothing here prints with `println!`/`eprintln!`, which panic when a stream is closed or full:
 //! a failed write (`| head -c1`, `2>/dev/full`) ends the run with a failure status.
@@ -18,16 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use decode::core::{
-    EarlyStopping, Flow, GenerationConfig, GenerationOutput, GenerationStats, LanguageModel, files,
-};
+use decode::core::{EarlyStopping, GenerationConfig, LanguageModel, files};
 use decode::models::backend::Backend;
 use decode::models::backend::{self, Cpu};
 use decode::models::{Gpt2, Tokenizer};
-use decode::samplers::speculative::{DraftModel, DraftSchedule, Drafter, PromptLookup};
-use decode::{Error, Result, Speculation, generate_text};
+use decode::samplers::speculative::DraftSchedule;
+use decode::{Error, Generator, Output, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
 
 /// Generate text with a GPT-2 model (HuggingFace layout: config.json + model.safetensors).
 #[derive(Parser, Debug)]
@@ -156,26 +153,6 @@ enum BackendChoice {
     Wgpu,
 }
 
-/// The `--json` output. Later flags add fields; existing ones keep their meaning.
-#[derive(Serialize)]
-struct JsonOutput<'a> {
-    prompt_ids: &'a [u32],
-    sequences: Vec<JsonSequence<'a>>,
-    stats: &'a GenerationStats,
-}
-
-#[derive(Serialize)]
-struct JsonSequence<'a> {
-    /// Generated ids only; ends with the EOS id when generation stopped on it.
-    ids: &'a [u32],
-    text: String,
-    /// log-softmax of the model's raw logits at each chosen id.
-    logprobs: &'a [f32],
-    /// Beam search only: the hypothesis score (sum of log-probabilities / length^length_penalty).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    score: Option<f32>,
-}
-
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
@@ -198,10 +175,31 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = say(&mut std::io::stderr().lock(), &format!("error: {e}"));
+            let _ = say(
+                &mut std::io::stderr().lock(),
+                &format!("error: {}", cli_message(&e)),
+            );
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error as the command line says it: a setting the library names by its field
+/// (`top_p`) is named by its flag (`--top-p`).
+fn cli_message(e: &Error) -> String {
+    let Error::InvalidParameter { name, message } = e else {
+        return e.to_string();
+    };
+    let flag = match *name {
+        "stop_strings" => "stop",
+        "gamma" => "draft-tokens",
+        "schedule" => "draft-schedule",
+        "max_ngram" => "prompt-lookup",
+        "eos_token_id" | "banned_tokens" | "bad_words_ids" | "logit_bias"
+        | "min_tokens_to_keep" | "prompt" => return e.to_string(),
+        other => return format!("invalid --{}: {message}", other.replace('_', "-")),
+    };
+    format!("invalid --{flag}: {message}")
 }
 
 /// Writes `text` and a newline to `stream` (a locked stdout or stderr), flushed: an error instead
@@ -244,11 +242,15 @@ fn run(args: &Args) -> Result<()> {
     match args.backend {
         BackendChoice::Cpu => run_on::<Cpu>(args, schedule, &backend::cpu_device()),
         #[cfg(feature = "cuda")]
-        BackendChoice::Cuda => run_on::<backend::Cuda>(args, schedule, &backend::cuda_device(0)?),
+        BackendChoice::Cuda => {
+            run_on::<backend::Cuda>(args, schedule, &backend::cuda_device(0)?.burn_device())
+        }
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => backend::cuda_device(0).map(|_| ()),
         #[cfg(feature = "wgpu")]
-        BackendChoice::Wgpu => run_on::<backend::Wgpu>(args, schedule, &backend::wgpu_device()?),
+        BackendChoice::Wgpu => {
+            run_on::<backend::Wgpu>(args, schedule, &backend::wgpu_device()?.burn_device())
+        }
         #[cfg(not(feature = "wgpu"))]
         BackendChoice::Wgpu => backend::wgpu_device().map(|_| ()),
     }
@@ -279,7 +281,7 @@ fn run_on<B: Backend>(args: &Args, schedule: DraftSchedule, device: &B::Device) 
         Some(dir) => Some(load::<B>(dir, device)?),
         None => None,
     };
-    generate(&model, draft.as_ref(), args, schedule)
+    generate(model, draft, args, schedule)
 }
 
 /// `--model`, or the embedded target.
@@ -382,30 +384,26 @@ fn generation_config(args: &Args) -> Result<GenerationConfig> {
 }
 
 fn generate<M: LanguageModel>(
-    model: &M,
-    draft: Option<&M>,
+    model: M,
+    draft: Option<M>,
     args: &Args,
     schedule: DraftSchedule,
 ) -> Result<()> {
     let config = generation_config(args)?;
-    let mut draft_model = draft.map(|d| DraftModel::new(d, args.seed.wrapping_add(0x5eed)));
-    let mut lookup = match args.prompt_lookup {
-        Some(0) => return Err(Error::invalid("prompt-lookup", "must be at least 1")),
-        n => n.map(PromptLookup::new),
-    };
-    let drafter: Option<&mut dyn Drafter> = match (&mut draft_model, &mut lookup) {
-        (Some(d), _) => Some(d),
-        (None, Some(l)) => Some(l),
-        (None, None) => None,
-    };
-    let speculation = drafter.map(|drafter| Speculation { drafter, schedule });
     let tokenizer = load_tokenizer(args)?;
-    // Before the prompt is encoded: a tokenizer that does not fit the model (another vocabulary,
-    // gaps in its ids, not byte-level) would otherwise fail mid-stream or print garbage.
-    if let Some(tokenizer) = &tokenizer {
-        tokenizer.check_against(model.vocab_size())?;
-    }
-    let prompt = match (&args.prompt, &args.prompt_ids, &tokenizer) {
+    // Checks the tokenizer against the model before the prompt is encoded: a tokenizer that does
+    // not fit (another vocabulary, gaps in its ids, not byte-level) would print garbage.
+    let mut generator = Generator::new(model, tokenizer)?
+        .with_config(config)?
+        .with_schedule(schedule)?;
+    generator = match (draft, args.prompt_lookup) {
+        (Some(draft), _) => generator.with_draft(draft)?,
+        (None, Some(0)) => return Err(Error::invalid("prompt-lookup", "must be at least 1")),
+        (None, Some(n)) => generator.with_prompt_lookup(n)?,
+        (None, None) => generator,
+    };
+    let tokenizer = generator.tokenizer();
+    let prompt = match (&args.prompt, &args.prompt_ids, tokenizer) {
         (Some(text), _, Some(tokenizer)) => tokenizer.encode(text)?,
         (_, Some(ids), _) => ids.clone(),
         _ => {
@@ -415,45 +413,37 @@ fn generate<M: LanguageModel>(
             ));
         }
     };
-    // The whole request (context, memory, token ids) before the prompt is echoed: a refused
-    // request prints nothing but its one-line error.
-    decode::core::generate::check_request(model, std::slice::from_ref(&prompt), &config)?;
-    let sequences = config.num_return_sequences;
+    // Starting the stream checks the whole request (context, memory, token ids) before the
+    // prompt is echoed: a refused request prints nothing but its one-line error.
+    let mut stream = generator.stream_ids(&prompt)?;
+    let config = generator.config();
     // Text streams to stdout only when there is one sequence to show.
-    let streaming = !args.json && sequences == 1 && config.num_beams == 1;
+    let streaming = !args.json && config.num_return_sequences == 1 && config.num_beams == 1;
     let mut stdout = std::io::stdout().lock();
-    if streaming && let Some(tokenizer) = &tokenizer {
+    if streaming && let Some(tokenizer) = tokenizer {
         write_text(&mut stdout, &tokenizer.decode(&prompt)?)?;
     }
-    let mut write_error = None;
-    let output = generate_text(
-        model,
-        tokenizer.as_ref(),
-        &prompt,
-        &config,
-        speculation,
-        |delta| {
-            let text = match &tokenizer {
-                Some(_) => delta.text.to_string(),
+    if streaming {
+        for delta in &mut stream {
+            let delta = delta?;
+            let text = match tokenizer {
+                Some(_) => delta.text,
                 None => format!(" {}", delta.token),
             };
-            if streaming && let Err(e) = write_text(&mut stdout, &text) {
-                write_error.get_or_insert(e);
-                return Flow::Stop;
-            }
-            Flow::Continue
-        },
-    )?;
-    if let Some(e) = write_error {
-        return Err(e);
+            write_text(&mut stdout, &text)?;
+        }
     }
+    let output = stream
+        .finish()?
+        .pop()
+        .ok_or_else(|| Error::Shape("generation returned no output".into()))?;
     if args.json {
-        return print_json(&output, tokenizer.as_ref());
+        return print_json(&output);
     }
     if !streaming {
         for (i, seq) in output.sequences.iter().enumerate() {
-            let text = match &tokenizer {
-                Some(t) => t.decode(&prompt)? + &t.decode(&seq.ids)?,
+            let text = match tokenizer {
+                Some(t) => t.decode(&prompt)? + &seq.text,
                 None => format!("{:?}", seq.ids),
             };
             let score = seq
@@ -496,29 +486,8 @@ fn write_text(out: &mut impl Write, text: &str) -> Result<()> {
         .map_err(|e| Error::io("<stdout>", e))
 }
 
-fn print_json(output: &GenerationOutput, tokenizer: Option<&Tokenizer>) -> Result<()> {
-    let sequences = output
-        .sequences
-        .iter()
-        .map(|s| {
-            let text = match tokenizer {
-                Some(t) => t.decode(&s.ids)?,
-                None => String::new(),
-            };
-            Ok(JsonSequence {
-                ids: &s.ids,
-                text,
-                logprobs: &s.logprobs,
-                score: s.score,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let json = JsonOutput {
-        prompt_ids: &output.prompt_ids,
-        sequences,
-        stats: &output.stats,
-    };
-    let text = serde_json::to_string(&json)
+fn print_json(output: &Output) -> Result<()> {
+    let text = serde_json::to_string(output)
         .map_err(|e| Error::Unsupported(format!("cannot write JSON: {e}")))?;
     say(&mut std::io::stdout().lock(), &text)
 }

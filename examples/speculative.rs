@@ -14,13 +14,11 @@
 
 use std::time::Instant;
 
-use decode::core::{Batch, Cache, Flow, GenerationConfig, LanguageModel, generate, greedy};
+use decode::core::{Batch, Cache, GenerationConfig, LanguageModel};
 use decode::models::backend::{Cpu, cpu_device};
 use decode::models::{Gpt2, Gpt2Config, Tokenizer};
-use decode::samplers::SamplerChain;
-use decode::samplers::speculative::{
-    DraftModel, DraftSchedule, OracleDrafter, expected_speedup, speculative_generate,
-};
+use decode::samplers::Engine;
+use decode::samplers::speculative::{DraftModel, DraftSchedule, OracleDrafter, expected_speedup};
 
 const PROMPT: usize = 32;
 const NEW: usize = 64;
@@ -48,23 +46,10 @@ fn embedded_pair() -> decode::Result<()> {
         ..GenerationConfig::default()
     };
     let prompts = [prompt];
-    let plain = generate(
-        &target,
-        &prompts,
-        &config,
-        |_| SamplerChain::greedy(),
-        |_| Flow::Continue,
-    )?;
-    let mut drafter = DraftModel::new(&draft, 0);
-    let fast = speculative_generate(
-        &target,
-        &mut drafter,
-        &prompts,
-        &config,
-        DraftSchedule::Constant(1),
-        |_| SamplerChain::greedy(),
-        |_| Flow::Continue,
-    )?;
+    let plain = Engine::new(&target, &config).run(&prompts)?;
+    let fast = Engine::new(&target, &config)
+        .speculative(DraftModel::new(&draft, 0), DraftSchedule::Constant(1))
+        .run(&prompts)?;
     assert_eq!(
         plain[0].sequences[0].ids, fast[0].sequences[0].ids,
         "lossless"
@@ -99,19 +84,14 @@ fn oracle(json: bool) -> decode::Result<()> {
         ..GenerationConfig::default()
     };
     // Warm up, and learn the greedy continuation the oracle will propose.
-    let plain = greedy(&model, &prompt, NEW, true, |_| {})?;
+    let prompts = [prompt.clone()];
+    let plain = Engine::new(&model, &config).run(&prompts)?.remove(0);
     let mut reference = prompt.clone();
     reference.extend(&plain.sequences[0].ids);
 
     let time_plain = || -> decode::Result<f64> {
         let started = Instant::now();
-        generate(
-            &model,
-            std::slice::from_ref(&prompt),
-            &config,
-            |_| SamplerChain::greedy(),
-            |_| Flow::Continue,
-        )?;
+        Engine::new(&model, &config).run(&prompts)?;
         Ok(started.elapsed().as_secs_f64())
     };
     let plain_seconds = time_plain()?.min(time_plain()?);
@@ -132,17 +112,11 @@ fn oracle(json: bool) -> decode::Result<()> {
     let mut rows = Vec::new();
     for alpha in [0.5, 0.7, 0.9] {
         for gamma in [2usize, 4, 8] {
-            let mut drafter = OracleDrafter::new(reference.clone(), alpha, 50257, 11);
+            let drafter = OracleDrafter::new(reference.clone(), alpha, 50257, 11);
             let started = Instant::now();
-            let out = speculative_generate(
-                &model,
-                &mut drafter,
-                std::slice::from_ref(&prompt),
-                &config,
-                DraftSchedule::Constant(gamma),
-                |_| SamplerChain::greedy(),
-                |_| Flow::Continue,
-            )?;
+            let out = Engine::new(&model, &config)
+                .speculative(drafter, DraftSchedule::Constant(gamma))
+                .run(&prompts)?;
             let seconds = started.elapsed().as_secs_f64();
             assert_eq!(out[0].sequences[0].ids, plain.sequences[0].ids, "lossless");
             let spec = out[0].stats.speculative.clone().unwrap_or_default();

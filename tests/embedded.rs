@@ -1,11 +1,12 @@
 //! The embedded KJV pair (models/, trained by tools/train_embedded.py) loads, tokenizes, and
 //! speculative decoding with its draft gives exactly the target's greedy text.
 
-use decode::core::{Flow, GenerationConfig, generate};
+use decode::core::GenerationConfig;
 use decode::models::backend::{Cpu, cpu_device};
 use decode::models::{Gpt2, Tokenizer};
 use decode::samplers::SamplerChain;
-use decode::samplers::speculative::{DraftModel, DraftSchedule, speculative_generate};
+use decode::samplers::engine::Engine;
+use decode::samplers::speculative::{DraftModel, DraftSchedule};
 
 #[test]
 fn the_embedded_pair_runs_and_speculation_is_lossless() {
@@ -25,25 +26,16 @@ fn the_embedded_pair_runs_and_speculation_is_lossless() {
         max_new_tokens: Some(40),
         ..GenerationConfig::default()
     };
-    let plain = generate(
-        &target,
-        &prompts,
-        &config,
-        |_| SamplerChain::greedy(),
-        |_| Flow::Continue,
-    )
-    .unwrap();
+    let plain = Engine::new(&target, &config)
+        .chains(|_| SamplerChain::greedy())
+        .run(&prompts)
+        .unwrap();
     let mut drafter = DraftModel::new(&draft, 0);
-    let fast = speculative_generate(
-        &target,
-        &mut drafter,
-        &prompts,
-        &config,
-        DraftSchedule::Constant(4),
-        |_| SamplerChain::greedy(),
-        |_| Flow::Continue,
-    )
-    .unwrap();
+    let fast = Engine::new(&target, &config)
+        .speculative(&mut drafter, DraftSchedule::Constant(4))
+        .chains(|_| SamplerChain::greedy())
+        .run(&prompts)
+        .unwrap();
     assert_eq!(plain[0].sequences[0].ids, fast[0].sequences[0].ids);
     let spec = fast[0].stats.speculative.clone().unwrap();
     assert!(spec.acceptance_rate > 0.3, "{spec:?}");

@@ -184,39 +184,39 @@ impl GenerationConfig {
     /// Checks every parameter this configuration will use, with transformers' rules: the
     /// sampling parameters (temperature, top-p, min-p, typical-p) only when `do_sample`, as
     /// transformers ignores them under greedy decoding and beam search. The error names the
-    /// parameter as the CLI spells it. Checks that need the model or the prompt (EOS ids in the
+    /// field as this struct spells it. Checks that need the model or the prompt (EOS ids in the
     /// vocabulary, `max_length` against the prompt, memory) are in
     /// the generation engine (`decode_samplers::engine`).
     pub fn validate(&self) -> Result<()> {
         if self.do_sample {
             positive_f32("temperature", self.temperature)?;
-            unit("top-p", self.top_p, false)?;
-            unit("typical-p", self.typical_p, false)?;
+            unit("top_p", self.top_p, false)?;
+            unit("typical_p", self.typical_p, false)?;
             if let Some(min_p) = self.min_p {
-                unit("min-p", min_p, true)?;
+                unit("min_p", min_p, true)?;
             }
         }
-        positive_f32("repetition-penalty", self.repetition_penalty)?;
+        positive_f32("repetition_penalty", self.repetition_penalty)?;
         for (name, v) in [
-            ("frequency-penalty", self.frequency_penalty),
-            ("presence-penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
         ] {
             if !(-2.0..=2.0).contains(&v) {
                 return Err(Error::invalid(name, format!("must be in [-2, 2], not {v}")));
             }
         }
         if !self.length_penalty.is_finite() {
-            return Err(Error::invalid("length-penalty", "must be a finite number"));
+            return Err(Error::invalid("length_penalty", "must be a finite number"));
         }
         if self.num_beams == 0 {
-            return Err(Error::invalid("num-beams", "must be at least 1"));
+            return Err(Error::invalid("num_beams", "must be at least 1"));
         }
         if self.num_return_sequences == 0 {
-            return Err(Error::invalid("num-return-sequences", "must be at least 1"));
+            return Err(Error::invalid("num_return_sequences", "must be at least 1"));
         }
         if self.num_beams > 1 && self.num_return_sequences > self.num_beams {
             return Err(Error::invalid(
-                "num-return-sequences",
+                "num_return_sequences",
                 format!(
                     "must not exceed num-beams ({}) in beam search, not {}",
                     self.num_beams, self.num_return_sequences
@@ -231,16 +231,16 @@ impl GenerationConfig {
             ));
         }
         if self.min_tokens_to_keep == 0 {
-            return Err(Error::invalid("min-tokens-to-keep", "must be at least 1"));
+            return Err(Error::invalid("min_tokens_to_keep", "must be at least 1"));
         }
         if self.stop_strings.iter().any(String::is_empty) {
             return Err(Error::invalid(
-                "stop",
+                "stop_strings",
                 "an empty stop string would stop every sequence at once",
             ));
         }
         if self.bad_words_ids.iter().any(Vec::is_empty) {
-            return Err(Error::invalid("bad-words-ids", "holds an empty sequence"));
+            return Err(Error::invalid("bad_words_ids", "holds an empty sequence"));
         }
         finite_logit_bias(&self.logit_bias)
     }
@@ -252,14 +252,14 @@ impl GenerationConfig {
             .eos_token_ids
             .iter()
             .flatten()
-            .map(|&t| ("eos-token-id", t));
-        let banned = self.banned_tokens.iter().map(|&t| ("banned-tokens", t));
+            .map(|&t| ("eos_token_id", t));
+        let banned = self.banned_tokens.iter().map(|&t| ("banned_tokens", t));
         let bad = self
             .bad_words_ids
             .iter()
             .flatten()
-            .map(|&t| ("bad-words-ids", t));
-        let bias = self.logit_bias.keys().map(|&t| ("logit-bias", t));
+            .map(|&t| ("bad_words_ids", t));
+        let bias = self.logit_bias.keys().map(|&t| ("logit_bias", t));
         eos.chain(banned).chain(bad).chain(bias)
     }
 }
@@ -285,7 +285,7 @@ pub fn positive_f32(name: &'static str, v: f64) -> Result<()> {
 pub fn finite_logit_bias(bias: &BTreeMap<u32, f32>) -> Result<()> {
     match bias.iter().find(|(_, b)| !b.is_finite()) {
         Some((t, b)) => Err(Error::invalid(
-            "logit-bias",
+            "logit_bias",
             format!("the bias of token {t} must be a finite number, not {b}"),
         )),
         None => Ok(()),
@@ -344,22 +344,22 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         };
-        bad_sampling(|c| c.top_p = 0.0, "top-p");
-        bad_sampling(|c| c.top_p = 1.5, "top-p");
+        bad_sampling(|c| c.top_p = 0.0, "top_p");
+        bad_sampling(|c| c.top_p = 1.5, "top_p");
         bad_sampling(|c| c.temperature = -1.0, "temperature");
         bad_sampling(|c| c.temperature = 1e-300, "temperature");
-        bad_sampling(|c| c.min_p = Some(1.5), "min-p");
-        bad_sampling(|c| c.typical_p = 0.0, "typical-p");
-        bad(|c| c.num_beams = 0, "num-beams");
-        bad(|c| c.stop_strings = vec![String::new()], "stop");
-        bad(|c| c.bad_words_ids = vec![vec![]], "bad-words-ids");
-        bad(|c| c.repetition_penalty = 1e-300, "repetition-penalty");
+        bad_sampling(|c| c.min_p = Some(1.5), "min_p");
+        bad_sampling(|c| c.typical_p = 0.0, "typical_p");
+        bad(|c| c.num_beams = 0, "num_beams");
+        bad(|c| c.stop_strings = vec![String::new()], "stop_strings");
+        bad(|c| c.bad_words_ids = vec![vec![]], "bad_words_ids");
+        bad(|c| c.repetition_penalty = 1e-300, "repetition_penalty");
         bad(
             |c| {
                 c.num_beams = 2;
                 c.num_return_sequences = 3
             },
-            "num-return-sequences",
+            "num_return_sequences",
         );
         assert!(GenerationConfig::default().validate().is_ok());
         // transformers ignores sampling values under greedy decoding: so do we.

@@ -4,7 +4,7 @@
 //! overwrite), following beams is `reorder` (one `select` per layer). Each row also records which
 //! slots hold real tokens: padding and per-row rollbacks ([`Cache::rollback`]) become masked
 //! slots, so rows can advance by different amounts in one batch. The CPU path moves the buffers
-//! to host memory for a pass ([`KvCache::take_host`]).
+//! to host memory for a pass (`KvCache::take_host`, private to the crate).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};

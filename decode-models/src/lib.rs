@@ -10,14 +10,23 @@
 //! - [`backend`]: the CPU backend (burn-flex, measured fastest); ndarray, CUDA and wgpu behind
 //!   features, with one-line errors where a GPU or driver is missing.
 //!
+//! Generating text takes decode-samplers' engine as well (or the `decode` crate, which bundles
+//! the three):
+//!
 //! ```no_run
+//! use decode_core::GenerationConfig;
 //! use decode_models::{backend::{Cpu, cpu_device}, Gpt2, Tokenizer};
+//! use decode_samplers::Engine;
 //! # fn main() -> decode_core::Result<()> {
 //! let model = Gpt2::<Cpu>::load("path/to/gpt2", &cpu_device())?;
 //! let tokenizer = Tokenizer::from_dir("path/to/gpt2")?;
 //! let prompt = tokenizer.encode("Hello world")?;
-//! let out = decode_core::greedy(&model, &prompt, 20, false, |_| {})?;
-//! println!("{}", tokenizer.decode(&out.sequences[0].ids)?);
+//! let config = GenerationConfig {
+//!     max_new_tokens: Some(20),
+//!     ..GenerationConfig::default()
+//! };
+//! let out = Engine::new(&model, &config).run(&[prompt])?;
+//! println!("{}", tokenizer.decode(&out[0].sequences[0].ids)?);
 //! # Ok(()) }
 //! ```
 

@@ -1,11 +1,16 @@
 //! Reading GPT-2 weights from a HuggingFace `model.safetensors`.
 //!
-//! Accepts tensors stored as f32, f16 or bf16, kept in that dtype (the host path widens to f32 as
-//! it computes; the tensor path computes in f32, or in the stored dtype on a GPU that supports it:
-//! [`crate::gpt2::Precision`]), names with or without the `transformer.` prefix, and a tied or
-//! separate `lm_head.weight`. Every tensor's shape is checked against the config before anything is built; missing, unexpected and misshapen tensors
-//! are errors that name the tensor. GPT-2's `Conv1D` weights are `[in, out]`, which is already the
-//! layout burn's `linear` takes, so nothing is transposed.
+//! Accepts tensors stored as f32, f16 or bf16, names with or without the `transformer.` prefix,
+//! and a tied or separate `lm_head.weight`. [`Gpt2Weights`] holds every tensor in the dtype it was
+//! stored in. What happens next depends on the path ([`crate::gpt2::ComputePath`]): the CPU host
+//! path keeps f16 and bf16 weights as stored and widens them to f32 in registers as it computes
+//! (f32 accumulation); the tensor path, what GPUs run, converts them at load to the dtype
+//! [`crate::gpt2::Precision`] resolves to (the stored f16/bf16 where the device computes in it,
+//! f32 otherwise and on CPUs).
+//!
+//! Every tensor's shape is checked against the config before anything is built; missing,
+//! unexpected and misshapen tensors are errors that name the tensor. GPT-2's `Conv1D` weights are
+//! `[in, out]`, which is already the layout burn's `linear` takes, so nothing is transposed.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,6 +77,9 @@ impl Gpt2Weights {
     /// Random weights of `config`'s shape in f32 (GPT-2's initialisation scale: N(0, 0.02), layer
     /// norms at 1), drawn on the CPU from `seed`: the same values whatever backend later runs them.
     /// For benchmarks and tests, no files needed.
+    // A test and bench helper: hidden from the docs (not part of the supported API), public for
+    // the workspace's tests and benches.
+    #[doc(hidden)]
     pub fn random(config: &Gpt2Config, seed: u64) -> Self {
         use burn::backend::Flex;
         let device = burn::backend::flex::FlexDevice;
@@ -229,7 +237,7 @@ impl Gpt2Weights {
     }
 }
 
-/// Converts every expected tensor of `st` to f32 after checking names and shapes.
+/// Every expected tensor of `st`, in its stored dtype, after checking names and shapes.
 fn read_all(
     st: &SafeTensors<'_>,
     config: &Gpt2Config,

@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use decode_core::{Batch, Error, LanguageModel};
+use decode_core::{Batch, Error, GenerationConfig, LanguageModel};
 use decode_models::Gpt2;
 use decode_models::backend::{Cpu, cpu_device};
+use decode_samplers::GenerationOutput;
+use decode_samplers::engine::Engine;
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny-tied")
@@ -38,6 +40,24 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.0).ok();
     }
+}
+
+/// Greedy decoding of `max_new_tokens` tokens after `prompt`.
+fn greedy(
+    model: &Gpt2<Cpu>,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    ignore_eos: bool,
+) -> Result<GenerationOutput, Error> {
+    let config = GenerationConfig {
+        max_new_tokens: Some(max_new_tokens),
+        ignore_eos,
+        ..GenerationConfig::default()
+    };
+    Ok(Engine::new(model, &config)
+        .run(&[prompt.to_vec()])?
+        .pop()
+        .expect("one output per prompt"))
 }
 
 fn load(dir: &Path) -> Result<Gpt2<Cpu>, Error> {
@@ -143,12 +163,12 @@ fn prompt_longer_than_the_context() {
     let model = load(&fixture()).unwrap();
     let limit = model.context_length();
     let prompt = vec![1; limit - 4];
-    let err = decode_core::greedy(&model, &prompt, 5, true, |_| {}).unwrap_err();
+    let err = greedy(&model, &prompt, 5, true).unwrap_err();
     assert!(
         matches!(err, Error::ContextOverflow { needed, limit: l } if needed == limit + 1 && l == limit),
         "{err}"
     );
-    assert!(decode_core::greedy(&model, &prompt, 4, true, |_| {}).is_ok());
+    assert!(greedy(&model, &prompt, 4, true).is_ok());
     // The model itself refuses too, leaving the cache untouched.
     let mut cache = model.new_cache(1);
     let err = model
@@ -161,12 +181,12 @@ fn prompt_longer_than_the_context() {
 fn token_outside_the_vocabulary() {
     let model = load(&fixture()).unwrap();
     let vocab = model.vocab_size() as u32;
-    let err = decode_core::greedy(&model, &[1, vocab], 3, false, |_| {}).unwrap_err();
+    let err = greedy(&model, &[1, vocab], 3, false).unwrap_err();
     assert!(
         matches!(err, Error::TokenOutOfRange { id, .. } if id == vocab),
         "{err}"
     );
-    let err = decode_core::greedy(&model, &[], 3, false, |_| {}).unwrap_err();
+    let err = greedy(&model, &[], 3, false).unwrap_err();
     assert!(
         matches!(err, Error::InvalidParameter { name: "prompt", .. }),
         "{err}"

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use decode_core::{EarlyStopping, GenerationConfig};
 use decode_models::Gpt2;
 use decode_models::backend::{Cpu, cpu_device};
-use decode_samplers::{SamplerChain, beam_search};
+use decode_samplers::engine::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -33,14 +33,18 @@ fn beam_search_matches_transformers() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_beam_search_matches_transformers() {
-    let device = decode_models::backend::wgpu_device().expect("a wgpu adapter (CI: lavapipe)");
+    let device = decode_models::backend::wgpu_device()
+        .expect("a wgpu adapter (CI: lavapipe)")
+        .burn_device();
     beam_search_on::<decode_models::backend::Wgpu>(&device);
 }
 
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_beam_search_matches_transformers() {
-    let device = decode_models::backend::cuda_device(0).expect("an NVIDIA GPU");
+    let device = decode_models::backend::cuda_device(0)
+        .expect("an NVIDIA GPU")
+        .burn_device();
     beam_search_on::<decode_models::backend::Cuda>(&device);
 }
 
@@ -65,8 +69,12 @@ fn beam_search_on<B: Backend>(device: &B::Device) {
             eos_token_ids: Some(vec![case.eos_token_id]),
             ..GenerationConfig::default()
         };
-        let chain = SamplerChain::from_config(&config, &[case.eos_token_id], 0).unwrap();
-        let out = beam_search(&model, &case.prompt, &config, &chain).unwrap();
+        // num_beams > 1 selects beam search; each sequence's chain is the config's (EOS from it).
+        let out = Engine::new(&model, &config)
+            .run(std::slice::from_ref(&case.prompt))
+            .unwrap()
+            .pop()
+            .unwrap();
         let ids: Vec<Vec<u32>> = out.sequences.iter().map(|s| s.ids.clone()).collect();
         assert_eq!(ids, case.sequences, "{}", case.name);
         for (seq, &want) in out.sequences.iter().zip(&case.sequences_scores) {

@@ -9,10 +9,11 @@
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use decode_core::{Batch, Cache, LanguageModel};
+use decode_core::{Batch, Cache, GenerationConfig, LanguageModel};
 use decode_models::Gpt2;
 use decode_models::backend::{Cpu, cpu_device};
 use decode_models::gpt2::{ComputePath, Precision};
+use decode_samplers::engine::Engine;
 use serde::Deserialize;
 
 const TOLERANCE: f32 = 1e-4;
@@ -196,8 +197,16 @@ fn greedy_ids_and_logprobs<B: Backend>(models: Vec<(String, Gpt2<B>, Reference)>
                 (None, Some(i)) => reference.prompts[i].clone(),
                 (None, None) => panic!("greedy case without prompt"),
             };
-            let out =
-                decode_core::greedy(&model, &prompt, case.max_new_tokens, false, |_| {}).unwrap();
+            let config = GenerationConfig {
+                max_new_tokens: Some(case.max_new_tokens),
+                ignore_eos: false,
+                ..GenerationConfig::default()
+            };
+            let out = Engine::new(&model, &config)
+                .run(std::slice::from_ref(&prompt))
+                .unwrap()
+                .pop()
+                .unwrap();
             let seq = &out.sequences[0];
             assert_eq!(seq.ids, case.new_ids, "{name} greedy ids for {prompt:?}");
             assert_close(
@@ -264,7 +273,7 @@ fn reduced_precision<B: Backend>(device: &B::Device) -> Vec<(String, f32, usize,
                 let mut sorted = want.get(0, t).to_vec();
                 sorted.sort_by(|a, b| b.total_cmp(a));
                 if sorted[0] - sorted[1] > 2.0 * tolerance {
-                    let top = decode_core::generate::argmax(got.get(0, t));
+                    let top = decode_core::argmax(got.get(0, t));
                     assert_eq!(top, seq[t + 1], "{what}: greedy id");
                     checked += 1;
                 } else {
@@ -287,7 +296,9 @@ fn reduced_precision<B: Backend>(device: &B::Device) -> Vec<(String, f32, usize,
 #[test]
 fn wgpu_reduced_precision_within_tolerance_and_greedy_ids_where_clear() {
     reduced_precision::<decode_models::backend::Wgpu>(
-        &decode_models::backend::wgpu_device().expect("a wgpu adapter (CI: Mesa's lavapipe)"),
+        &decode_models::backend::wgpu_device()
+            .expect("a wgpu adapter (CI: Mesa's lavapipe)")
+            .burn_device(),
     );
 }
 
@@ -295,7 +306,9 @@ fn wgpu_reduced_precision_within_tolerance_and_greedy_ids_where_clear() {
 #[test]
 fn cuda_reduced_precision_within_tolerance_and_greedy_ids_where_clear() {
     reduced_precision::<decode_models::backend::Cuda>(
-        &decode_models::backend::cuda_device(0).expect("an NVIDIA GPU"),
+        &decode_models::backend::cuda_device(0)
+            .expect("an NVIDIA GPU")
+            .burn_device(),
     );
 }
 
@@ -335,7 +348,9 @@ fidelity_tests!(cpu, cpu_models());
 fidelity_tests!(
     wgpu,
     gpu_models::<decode_models::backend::Wgpu>(
-        &decode_models::backend::wgpu_device().expect("a wgpu adapter (CI: Mesa's lavapipe)")
+        &decode_models::backend::wgpu_device()
+            .expect("a wgpu adapter (CI: Mesa's lavapipe)")
+            .burn_device()
     )
 );
 
@@ -343,7 +358,9 @@ fidelity_tests!(
 fidelity_tests!(
     cuda,
     gpu_models::<decode_models::backend::Cuda>(
-        &decode_models::backend::cuda_device(0).expect("an NVIDIA GPU")
+        &decode_models::backend::cuda_device(0)
+            .expect("an NVIDIA GPU")
+            .burn_device()
     )
 );
 
@@ -354,7 +371,9 @@ fidelity_tests!(
 fn wgpu_weights_larger_than_a_buffer_are_refused_or_fit() {
     use decode_models::backend::{Wgpu, max_tensor_bytes, wgpu_device};
     use decode_models::weights::Gpt2Weights;
-    let device = wgpu_device().expect("a wgpu adapter (CI: Mesa's lavapipe)");
+    let device = wgpu_device()
+        .expect("a wgpu adapter (CI: Mesa's lavapipe)")
+        .burn_device();
     let config = decode_models::Gpt2Config {
         n_layer: 1,
         ..decode_models::Gpt2Config::gpt2_small()

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use decode_core::{Flow, GenerationConfig, LanguageModel, generate};
+use decode_core::GenerationConfig;
 use decode_models::Gpt2;
 use decode_models::backend::{Cpu, cpu_device};
-use decode_samplers::SamplerChain;
+use decode_samplers::Flow;
+use decode_samplers::engine::Engine;
 
 fn model() -> Gpt2<Cpu> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny-tied");
@@ -13,15 +14,7 @@ fn model() -> Gpt2<Cpu> {
 }
 
 fn run(model: &Gpt2<Cpu>, prompts: &[Vec<u32>], config: &GenerationConfig) -> Vec<Vec<Vec<u32>>> {
-    let eos = model.eos_token_ids().to_vec();
-    let outputs = generate(
-        model,
-        prompts,
-        config,
-        |i| SamplerChain::from_config(config, &eos, i).unwrap(),
-        |_| Flow::Continue,
-    )
-    .unwrap();
+    let outputs = Engine::new(model, config).run(prompts).unwrap();
     outputs
         .into_iter()
         .map(|o| o.sequences.into_iter().map(|s| s.ids).collect())
@@ -105,25 +98,27 @@ fn several_sequences_per_prompt_differ_and_are_reproducible() {
 #[test]
 fn a_stop_rule_and_min_new_tokens_end_sequences() {
     let model = model();
-    let eos = model.eos_token_ids().to_vec();
     let config = GenerationConfig {
         max_new_tokens: Some(10),
         ..GenerationConfig::default()
     };
-    let out = generate(
-        &model,
-        &[vec![4, 5]],
-        &config,
-        |i| SamplerChain::from_config(&config, &eos, i).unwrap(),
-        |event| {
-            if event.generated.len() == 3 {
+    // Each sequence's generated length so far (the old event's `generated.len()`).
+    let mut generated = Vec::<usize>::new();
+    let out = Engine::new(&model, &config)
+        .start(&[vec![4, 5]])
+        .unwrap()
+        .run(|delta| {
+            if generated.len() <= delta.sequence {
+                generated.resize(delta.sequence + 1, 0);
+            }
+            generated[delta.sequence] += 1;
+            if generated[delta.sequence] == 3 {
                 Flow::Stop
             } else {
                 Flow::Continue
             }
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     assert_eq!(out[0].sequences[0].ids.len(), 3);
     // The EOS prompt stops at once without min-new-tokens, not before 5 with it.
     let eos_prompt = vec![111, 134, 113, 120, 115];

@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 
 use burn::tensor::TensorData;
-use decode_core::{Error, Flow, GenerationConfig, LanguageModel, Result, generate};
+use decode_core::{Error, GenerationConfig, LanguageModel, Result};
 use decode_models::backend::{Cpu, cpu_device};
 use decode_models::weights::Gpt2Weights;
 use decode_models::{Gpt2, Gpt2Config};
-use decode_samplers::SamplerChain;
-use decode_samplers::speculative::{
-    Draft, DraftModel, DraftRequest, DraftSchedule, Drafter, speculative_generate,
-};
+use decode_samplers::engine::Engine;
+use decode_samplers::speculative::{Draft, DraftModel, DraftRequest, DraftSchedule, Drafter};
+use decode_samplers::{Flow, SamplerChain};
 
 fn tiny() -> (Gpt2Config, Gpt2Weights) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny-tied");
@@ -33,18 +32,15 @@ fn poisoned(value: f32) -> Gpt2<Cpu> {
 /// Generates with `config`; returns the error and how many tokens were reported before it.
 fn run(model: &Gpt2<Cpu>, config: &GenerationConfig) -> (Result<()>, usize) {
     let mut reported = 0;
-    let eos = model.eos_token_ids().to_vec();
-    let result = generate(
-        model,
-        &[vec![3, 1, 4]],
-        config,
-        |i| SamplerChain::from_config(config, &eos, i).unwrap(),
-        |_| {
-            reported += 1;
-            Flow::Continue
-        },
-    )
-    .map(|_| ());
+    let result = Engine::new(model, config)
+        .start(&[vec![3, 1, 4]])
+        .and_then(|generation| {
+            generation.run(|_| {
+                reported += 1;
+                Flow::Continue
+            })
+        })
+        .map(|_| ());
     (result, reported)
 }
 
@@ -105,11 +101,11 @@ fn temperatures_and_penalties_that_vanish_in_f32_are_refused() {
         ),
         (
             |c: &mut GenerationConfig| c.repetition_penalty = 1e-300,
-            "repetition-penalty",
+            "repetition_penalty",
         ),
         (
             |c: &mut GenerationConfig| c.repetition_penalty = 1e39,
-            "repetition-penalty",
+            "repetition_penalty",
         ),
     ] {
         let mut c = config(true);
@@ -144,38 +140,24 @@ impl Drafter for Contradicting {
 fn degenerate_drafts_are_errors() {
     let target = poisoned(0.0);
     let c = config(true);
-    let eos = target.eos_token_ids().to_vec();
-    let chain = |i| SamplerChain::from_config(&c, &eos, i).unwrap();
     // A drafted token with probability 0 under its own distribution.
     assert_eq!(
         target.vocab_size(),
         211,
         "the contradicting drafter assumes the fixture's vocabulary"
     );
-    let err = speculative_generate(
-        &target,
-        &mut Contradicting,
-        &[vec![3, 1, 4]],
-        &c,
-        DraftSchedule::Constant(1),
-        chain,
-        |_| Flow::Continue,
-    )
-    .unwrap_err();
+    let err = Engine::new(&target, &c)
+        .speculative(&mut Contradicting, DraftSchedule::Constant(1))
+        .run(&[vec![3, 1, 4]])
+        .unwrap_err();
     assert!(matches!(err, Error::Draft(_)), "{err}");
     // A draft model with NaN weights: its distributions are not finite.
     let nan_draft = poisoned(f32::NAN);
     let mut drafter = DraftModel::new(&nan_draft, 1);
-    let err = speculative_generate(
-        &target,
-        &mut drafter,
-        &[vec![3, 1, 4]],
-        &c,
-        DraftSchedule::Constant(2),
-        chain,
-        |_| Flow::Continue,
-    )
-    .unwrap_err();
+    let err = Engine::new(&target, &c)
+        .speculative(&mut drafter, DraftSchedule::Constant(2))
+        .run(&[vec![3, 1, 4]])
+        .unwrap_err();
     assert!(
         matches!(err, Error::Draft(_) | Error::NonFinite(_)),
         "{err}"

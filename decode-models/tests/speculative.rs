@@ -6,15 +6,15 @@ use std::path::PathBuf;
 
 use burn::tensor::TensorData;
 use burn::tensor::backend::Backend;
-use decode_core::SpeculativeStats;
-use decode_core::{Error, Flow, GenerationConfig, LanguageModel, Result, greedy};
+use decode_core::{Error, GenerationConfig, LanguageModel, Result};
 use decode_models::backend::{Cpu, cpu_device};
 use decode_models::weights::Gpt2Weights;
 use decode_models::{Gpt2, Gpt2Config};
 use decode_samplers::SamplerChain;
+use decode_samplers::engine::{Engine, GenerationOutput, SpeculativeStats};
 use decode_samplers::probs::{chi_square, chi_square_critical_1e4, softmax};
 use decode_samplers::speculative::{
-    Draft, DraftModel, DraftRequest, DraftSchedule, Drafter, PromptLookup, speculative_generate,
+    Draft, DraftModel, DraftRequest, DraftSchedule, Drafter, PromptLookup,
 };
 
 fn fixture(name: &str) -> Gpt2<Cpu> {
@@ -64,16 +64,9 @@ fn run<B: Backend>(
     config: &GenerationConfig,
     schedule: DraftSchedule,
 ) -> Result<(Vec<Vec<Vec<u32>>>, Stats)> {
-    let eos = target.eos_token_ids().to_vec();
-    let outputs = speculative_generate(
-        target,
-        drafter,
-        prompts,
-        config,
-        schedule,
-        |i| SamplerChain::from_config(config, &eos, i).unwrap(),
-        |_| Flow::Continue,
-    )?;
+    let outputs = Engine::new(target, config)
+        .speculative(drafter, schedule)
+        .run(prompts)?;
     let stats = Stats {
         spec: outputs[0].stats.speculative.clone().unwrap_or_default(),
         target_forward_calls: outputs[0].stats.target_forward_calls,
@@ -99,6 +92,24 @@ impl std::ops::Deref for Stats {
     }
 }
 
+/// Plain greedy decoding of `max_new_tokens` tokens after `prompt`.
+fn greedy<B: Backend>(
+    model: &Gpt2<B>,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    ignore_eos: bool,
+) -> Result<GenerationOutput> {
+    let config = GenerationConfig {
+        max_new_tokens: Some(max_new_tokens),
+        ignore_eos,
+        ..GenerationConfig::default()
+    };
+    Ok(Engine::new(model, &config)
+        .run(&[prompt.to_vec()])?
+        .pop()
+        .expect("one output per prompt"))
+}
+
 fn greedy_config(n: usize) -> GenerationConfig {
     GenerationConfig {
         max_new_tokens: Some(n),
@@ -114,14 +125,18 @@ fn speculative_greedy_equals_plain_greedy() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_speculative_greedy_equals_plain_greedy() {
-    let device = decode_models::backend::wgpu_device().expect("a wgpu adapter (CI: lavapipe)");
+    let device = decode_models::backend::wgpu_device()
+        .expect("a wgpu adapter (CI: lavapipe)")
+        .burn_device();
     speculative_greedy_identity::<decode_models::backend::Wgpu>(&device);
 }
 
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_speculative_greedy_equals_plain_greedy() {
-    let device = decode_models::backend::cuda_device(0).expect("an NVIDIA GPU");
+    let device = decode_models::backend::cuda_device(0)
+        .expect("an NVIDIA GPU")
+        .burn_device();
     speculative_greedy_identity::<decode_models::backend::Cuda>(&device);
 }
 
@@ -139,7 +154,7 @@ fn speculative_greedy_identity<B: Backend>(device: &B::Device) {
     let plain: Vec<Vec<u32>> = prompts
         .iter()
         .map(|p| {
-            greedy(&target, p, 20, false, |_| {}).unwrap().sequences[0]
+            greedy(&target, p, 20, false).unwrap().sequences[0]
                 .ids
                 .clone()
         })
@@ -262,7 +277,7 @@ fn a_draft_with_a_shorter_context_drafts_while_it_has_room() {
         .iter()
         .zip(news)
         .map(|(p, n)| {
-            greedy(&target, p, n, true, |_| {}).unwrap().sequences[0]
+            greedy(&target, p, n, true).unwrap().sequences[0]
                 .ids
                 .clone()
         })

@@ -10,14 +10,14 @@
 //! and reports each prompt's best `num_return_sequences` hypotheses when its search ends.
 
 use decode_core::{
-    Batch, Cache, Context, EarlyStopping, GenerationConfig, LanguageModel, LogitsProcessor,
-    Logits, Result,
+    Batch, Cache, Context, EarlyStopping, GenerationConfig, LanguageModel, Logits, LogitsProcessor,
+    Result,
 };
 
+use crate::SamplerChain;
 use crate::engine::sequence::{Row, StopRules};
 use crate::engine::{Report, TextDelta, check_chosen, check_logits, log_softmax_at};
 use crate::probs::log_softmax_into;
-use crate::SamplerChain;
 
 /// A finished hypothesis.
 struct Hypothesis {
@@ -159,9 +159,10 @@ impl<C: Cache> BeamSearch<C> {
             let raw = logits.get(b.min(logits.rows() - 1), logits.steps() - 1);
             check_logits(raw, search.generated, b)?;
             log_softmax_into(raw, &mut self.row);
-            search
-                .chain
-                .apply(&Context::new(&beam.tokens, search.prompt_len), &mut self.row);
+            search.chain.apply(
+                &Context::new(&beam.tokens, search.prompt_len),
+                &mut self.row,
+            );
             self.scores.extend(self.row.iter().map(|&s| s + beam.score));
         }
         // The best `keep` candidates, by score then by flat index (as torch.topk).
@@ -334,9 +335,8 @@ impl<C: Cache> BeamSearch<C> {
             .take_while(|r| r.prompt == search.prompt)
             .count();
         let mut filled = 0;
-        for i in first..first + count {
+        for (i, row) in rows.iter_mut().enumerate().skip(first).take(count) {
             let Some(h) = best.next() else { break };
-            let row = &mut rows[i];
             row.score = Some(h.score);
             for (&token, &logprob) in h.ids.iter().zip(&h.logprobs) {
                 if !row.push(i, token, logprob, rules, on_token)? {

@@ -1,11 +1,17 @@
 //! An ordered chain of processors ending in a selector.
 
+use decode_core::sampling::Candidates;
 use decode_core::{Context, LogitsProcessor, Sampler, Selector};
 
 use crate::processors::FnProcessor;
 use crate::select::{Greedy, Multinomial};
 
 /// Processors applied in order, then a selector: llama.cpp's sampler chain.
+///
+/// Like llama.cpp's chain, it works on the dense row only until a processor that cuts the
+/// vocabulary ([`LogitsProcessor::cuts`]: top-k, min-p, top-p, typical-p) has run; from there the
+/// remaining processors and the selector work on the survivors ([`Candidates`]), and the dense row
+/// is written back at the end. Results are the dense computation's, bit for bit.
 ///
 /// ```
 /// use decode_samplers::{SamplerChain, processors::{Temperature, TopK, TopP}};
@@ -21,6 +27,8 @@ use crate::select::{Greedy, Multinomial};
 pub struct SamplerChain {
     processors: Vec<Box<dyn LogitsProcessor>>,
     selector: Box<dyn Selector>,
+    /// Scratch, not state: the survivors once a processor has cut the vocabulary.
+    candidates: Candidates,
 }
 
 impl std::fmt::Debug for SamplerChain {
@@ -38,6 +46,7 @@ impl SamplerChain {
         SamplerChain {
             processors: Vec::new(),
             selector: Box::new(selector),
+            candidates: Candidates::new(),
         }
     }
 
@@ -89,12 +98,64 @@ impl SamplerChain {
     pub fn is_greedy(&self) -> bool {
         self.selector.is_greedy()
     }
+
+    /// Processes `logits` in place and picks the next token. `logits` is left holding the dense
+    /// processed row (masked tokens `−∞`), as [`LogitsProcessor::apply`] leaves it, so the caller
+    /// can check the chosen token's processed logit and the whole row.
+    pub fn sample(&mut self, ctx: &Context<'_>, logits: &mut [f32]) -> u32 {
+        if self.run(ctx, logits) {
+            let id = self.selector.select_candidates(&self.candidates);
+            self.write_back(logits);
+            id
+        } else {
+            self.selector.select(logits)
+        }
+    }
+
+    /// Runs the processors: dense until the first cut, then on the candidates. Whether it cut
+    /// (then the result is in `self.candidates`, and `logits` is to be written back).
+    fn run(&mut self, ctx: &Context<'_>, logits: &mut [f32]) -> bool {
+        let mut sparse = false;
+        for p in &mut self.processors {
+            if sparse {
+                p.apply_candidates(ctx, &mut self.candidates);
+            } else if p.cuts() {
+                p.apply_and_gather(ctx, logits, &mut self.candidates);
+                if self.candidates.vocab_size() != logits.len() {
+                    // A processor broke the contract (left candidates of another row): the row
+                    // is the best guess left.
+                    self.candidates.gather(logits);
+                }
+                sparse = true;
+            } else {
+                p.apply(ctx, logits);
+            }
+        }
+        sparse
+    }
+
+    /// Makes `logits` the dense form of the final candidates. A fill (a plain store stream) and a
+    /// scatter: cheaper than the cut masking the row itself.
+    fn write_back(&self, logits: &mut [f32]) {
+        logits.fill(f32::NEG_INFINITY);
+        self.candidates.scatter(logits);
+    }
 }
 
 impl LogitsProcessor for SamplerChain {
     fn apply(&mut self, ctx: &Context<'_>, logits: &mut [f32]) {
+        if self.run(ctx, logits) {
+            self.write_back(logits);
+        }
+    }
+
+    fn cuts(&self) -> bool {
+        self.processors.iter().any(|p| p.cuts())
+    }
+
+    fn apply_candidates(&mut self, ctx: &Context<'_>, candidates: &mut Candidates) {
         for p in &mut self.processors {
-            p.apply(ctx, logits);
+            p.apply_candidates(ctx, candidates);
         }
     }
 
@@ -113,12 +174,11 @@ impl LogitsProcessor for SamplerChain {
 
 impl Sampler for SamplerChain {
     fn process(&mut self, ctx: &Context<'_>, logits: &mut [f32]) {
-        self.apply(ctx, logits);
+        LogitsProcessor::apply(self, ctx, logits);
     }
 
     fn sample(&mut self, ctx: &Context<'_>, logits: &mut [f32]) -> u32 {
-        self.apply(ctx, logits);
-        self.selector.select(logits)
+        SamplerChain::sample(self, ctx, logits)
     }
 
     fn accept(&mut self, token: u32) {

@@ -60,6 +60,22 @@ pub fn finite_ascending(logits: &[f32], out: &mut Vec<u32>) {
     });
 }
 
+/// The finite entries of `logits` as (value, index) pairs sorted by value ascending (ties: lower
+/// index first), into `out`: the order of [`finite_ascending`], but sorting pairs, which is
+/// several times faster on a whole vocabulary than sorting indices through the row.
+pub fn finite_ascending_pairs(logits: &[f32], out: &mut Vec<(f32, u32)>) {
+    out.clear();
+    out.extend(
+        logits
+            .iter()
+            .copied()
+            .zip(0u32..)
+            .filter(|(x, _)| x.is_finite()),
+    );
+    // Indices break ties, so the order is total and an unstable sort gives the stable one's.
+    out.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+}
+
 /// Pearson's chi-square statistic of `counts` (from `draws` draws) against the probabilities
 /// `probs`, over the bins expecting at least 5 draws (the rest pooled into one), with its degrees of
 /// freedom. For checking that a sampler draws from the distribution it claims.
@@ -106,5 +122,8 @@ mod tests {
         let mut idx = Vec::new();
         finite_ascending(&[3.0, f32::NEG_INFINITY, 1.0, 3.0], &mut idx);
         assert_eq!(idx, vec![2, 0, 3]);
+        let mut pairs = Vec::new();
+        finite_ascending_pairs(&[3.0, f32::NEG_INFINITY, 1.0, 3.0], &mut pairs);
+        assert_eq!(pairs, vec![(1.0, 2), (3.0, 0), (3.0, 3)]);
     }
 }

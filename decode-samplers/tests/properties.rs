@@ -7,9 +7,9 @@
 //!   vocabulary): either a typed error or a verdict inside the draft and the vocabulary;
 //! - `verify` with valid drafts keeps the target distribution (chi-square, seeded: not flaky).
 
-use decode_core::generate::{check_chosen, check_logits};
-use decode_core::{Context, GenerationConfig, Sampler};
+use decode_core::{Context, GenerationConfig};
 use decode_samplers::SamplerChain;
+use decode_samplers::engine::{check_chosen, check_logits};
 use decode_samplers::probs::{chi_square, chi_square_critical_1e4, softmax};
 use decode_samplers::speculative::{Draft, verify};
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use decode_core::{Context, LogitsProcessor, Sampler};
+use decode_core::{Context, LogitsProcessor};
 use decode_samplers::SamplerChain;
 use decode_samplers::probs::{chi_square, chi_square_critical_1e4};
 use decode_samplers::processors::{MinP, RepetitionPenalty, Temperature, TopK, TopP};

@@ -1,11 +1,11 @@
 //! GPT-2 (transformers' `GPT2LMHeadModel`) on any burn backend.
 //!
 //! [`Gpt2`] loads and checks a checkpoint, then computes on one of two paths that give the same
-//! logits: [`host`] on CPU backends (the fast path: plain Rust over host memory) and the tensor
-//! path ([`BurnGpt2`], burn operations: what GPUs run). [`ComputePath`] picks one explicitly;
-//! [`Precision`] says what the tensor path computes in.
+//! logits: the host path on CPU backends (the fast path: plain Rust over host memory, weights kept
+//! in their stored dtype, f32 accumulation) and the tensor path (burn operations: what GPUs run).
+//! [`ComputePath`] picks one explicitly; [`Precision`] says what the tensor path computes in.
 
-pub mod host;
+mod host;
 mod tensor;
 
 use std::path::Path;
@@ -16,8 +16,8 @@ use decode_core::{Batch, Cache, Error, LanguageModel, Logits, Result};
 
 use crate::KvCache;
 
-pub use host::HostGpt2;
-pub use tensor::{AttentionShape, Block, BurnGpt2, LayerNorm, Linear};
+use host::HostGpt2;
+use tensor::BurnGpt2;
 
 use crate::Gpt2Config;
 use crate::weights::Gpt2Weights;
@@ -31,9 +31,10 @@ pub enum ComputePath {
     /// The host path on CPU backends (flex, ndarray), the tensor path elsewhere.
     #[default]
     Auto,
-    /// Plain Rust on host memory ([`HostGpt2`]): the fast path on a CPU.
+    /// Plain Rust on host memory: the fast path on a CPU. The weights stay in host memory
+    /// whatever the backend; the KV cache moves there for each pass.
     Host,
-    /// burn tensor operations on the backend's device ([`BurnGpt2`]): what GPUs run.
+    /// burn tensor operations on the backend's device: what GPUs run.
     Tensor,
 }
 
@@ -250,12 +251,17 @@ impl<B: Backend> Gpt2<B> {
         }
     }
 
+    // Test and bench helpers: hidden from the docs (not part of the supported API), public so the
+    // workspace's tests, benches and examples can build models without files.
+
     /// A model of `config`'s shape with random weights (for benchmarks and tests; no files).
+    #[doc(hidden)]
     pub fn random(config: Gpt2Config, seed: u64, device: &B::Device) -> Self {
         Self::random_on(config, seed, device, ComputePath::Auto)
     }
 
     /// Like [`Gpt2::random`], computing on the path given.
+    #[doc(hidden)]
     pub fn random_on(config: Gpt2Config, seed: u64, device: &B::Device, path: ComputePath) -> Self {
         let weights = Gpt2Weights::random(&config, seed);
         Self::from_weights_on(config, weights, device, path)

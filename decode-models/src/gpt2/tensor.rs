@@ -7,12 +7,12 @@
 //! checkpoint's f16/bf16 on a GPU that computes in it. A decode step reads nothing back but the
 //! logits, and only the positions asked for.
 
+use crate::cache::Step;
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, Int, Tensor, TensorData, TensorPrimitive};
-use crate::cache::Step;
 use decode_core::{Batch, Error, Result};
 
 use crate::KvCache;

@@ -67,8 +67,8 @@ use decode_core::{Error, GenerationConfig, LanguageModel, Result, TokenText};
 
 pub use checks::{check_chosen, check_logits, log_softmax_at};
 pub use output::{
-    Flow, GenerationOutput, GenerationStats, PositionStats, Sequence, SpeculativeStats,
-    StopReason, TextDelta,
+    Flow, GenerationOutput, GenerationStats, PositionStats, Sequence, SpeculativeStats, StopReason,
+    TextDelta,
 };
 pub use request::{MAX_REQUEST_BYTES, check_prompt, check_request};
 
@@ -182,10 +182,11 @@ impl<'m, M: LanguageModel> Engine<'m, M> {
             (Some(_), None) if rules.has_stop_strings() => {
                 return Err(Error::Unsupported("stop strings with beam search".into()));
             }
-            (Some(beam), None) => Strategy::Beam(beam),
-            (None, Some((drafter, schedule))) => Strategy::Speculative(Speculation::new(
-                model, drafter, schedule, rows.len(), pad,
-            )?),
+            (Some(beam), None) => Strategy::Beam(Box::new(beam)),
+            (None, Some((drafter, schedule))) => {
+                let speculation = Speculation::new(model, drafter, schedule, rows.len(), pad)?;
+                Strategy::Speculative(Box::new(speculation))
+            }
             (None, None) => Strategy::Plain(Plain::new(pad)),
         };
         Ok(Generation {
@@ -209,8 +210,8 @@ impl<'m, M: LanguageModel> Engine<'m, M> {
 /// How the sequences advance.
 enum Strategy<'m, M: LanguageModel> {
     Plain(Plain<M::Cache>),
-    Speculative(Speculation<'m, M::Cache>),
-    Beam(BeamSearch<M::Cache>),
+    Speculative(Box<Speculation<'m, M::Cache>>),
+    Beam(Box<BeamSearch<M::Cache>>),
 }
 
 /// A generation in progress: sequences in flight, their caches and statistics.
@@ -312,7 +313,10 @@ impl<M: LanguageModel> Generation<'_, M> {
 
     /// Like [`Generation::finish`], calling `on_token` with every token as it is kept (it may stop
     /// its sequence).
-    pub fn run(mut self, mut on_token: impl FnMut(&TextDelta) -> Flow) -> Result<Vec<GenerationOutput>> {
+    pub fn run(
+        mut self,
+        mut on_token: impl FnMut(&TextDelta) -> Flow,
+    ) -> Result<Vec<GenerationOutput>> {
         while !self.is_done() {
             self.step_with(&mut on_token)?;
         }

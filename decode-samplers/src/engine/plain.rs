@@ -1,12 +1,12 @@
 //! Plain decoding (greedy or sampling): the prompts in one left-padded prefill, then one cached
 //! forward pass per token for every sequence still running.
 
-use decode_core::{Batch, Context, LanguageModel, Result, Sampler as _};
+use decode_core::{Batch, Context, LanguageModel, Result};
 
+use super::Report;
 use super::checks::{check_chosen, check_logits, log_softmax_at};
 use super::output::TextDelta;
 use super::sequence::{Row, StopRules};
-use super::Report;
 
 /// The state of plain decoding between steps.
 pub(crate) struct Plain<C> {

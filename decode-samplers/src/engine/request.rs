@@ -31,7 +31,7 @@ pub fn check_request<M: LanguageModel>(
         if config.max_new_tokens.is_none() && prompt.len() >= config.max_length {
             // transformers raises here too: nothing would be generated.
             return Err(Error::invalid(
-                "max-length",
+                "max_length",
                 format!(
                     "{} leaves no room after the {}-token prompt: raise it or give max-new-tokens",
                     config.max_length,
@@ -70,7 +70,7 @@ fn check_memory<M: LanguageModel>(
     match needed {
         Some(bytes) if bytes <= MAX_REQUEST_BYTES => Ok(()),
         _ => Err(Error::invalid(
-            "num-return-sequences",
+            "num_return_sequences",
             format!(
                 "{} prompts × {per_prompt} sequences or beams × {longest} positions need {} of \
                  cache and logits, over the {} GiB limit",
@@ -108,4 +108,3 @@ pub fn check_prompt<M: LanguageModel>(
     }
     Ok(())
 }
-

@@ -24,7 +24,12 @@ impl StopRules {
             } else {
                 eos.to_vec()
             },
-            longest: config.stop_strings.iter().map(String::len).max().unwrap_or(0),
+            longest: config
+                .stop_strings
+                .iter()
+                .map(String::len)
+                .max()
+                .unwrap_or(0),
             stop_strings: config.stop_strings.clone(),
         }
     }

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use decode_core::sampling::Candidates;
 use decode_core::{Context, Error, LogitsProcessor, Result};
 
 /// Adds a fixed bias to chosen tokens' logits (OpenAI's `logit_bias`; transformers'
@@ -23,6 +24,15 @@ impl LogitsProcessor for LogitBias {
     fn apply(&mut self, _ctx: &Context<'_>, logits: &mut [f32]) {
         for &(t, b) in &self.bias {
             if let Some(x) = logits.get_mut(t as usize) {
+                *x += b;
+            }
+        }
+    }
+
+    fn apply_candidates(&mut self, _ctx: &Context<'_>, candidates: &mut Candidates) {
+        // −∞ plus a finite bias stays −∞: only the listed ids matter.
+        for &(t, b) in &self.bias {
+            if let Some(x) = candidates.get_mut(t) {
                 *x += b;
             }
         }
@@ -57,6 +67,14 @@ impl LogitsProcessor for BanTokens {
         }
     }
 
+    fn apply_candidates(&mut self, _ctx: &Context<'_>, candidates: &mut Candidates) {
+        for &t in &self.tokens {
+            if let Some(x) = candidates.get_mut(t) {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
+
     fn boxed_clone(&self) -> Box<dyn LogitsProcessor> {
         Box::new(self.clone())
     }
@@ -75,7 +93,7 @@ impl NoBadWords {
     /// From the sequences to ban (an empty one is refused) and the EOS ids.
     pub fn new(sequences: &[Vec<u32>], eos_token_ids: &[u32]) -> Result<Self> {
         if sequences.iter().any(Vec::is_empty) {
-            return Err(Error::invalid("bad-words-ids", "holds an empty sequence"));
+            return Err(Error::invalid("bad_words_ids", "holds an empty sequence"));
         }
         let sequences = sequences
             .iter()
@@ -92,6 +110,17 @@ impl LogitsProcessor for NoBadWords {
             if let Some((&last, prefix)) = sequence.split_last()
                 && ctx.tokens.ends_with(prefix)
                 && let Some(x) = logits.get_mut(last as usize)
+            {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
+
+    fn apply_candidates(&mut self, ctx: &Context<'_>, candidates: &mut Candidates) {
+        for sequence in &self.sequences {
+            if let Some((&last, prefix)) = sequence.split_last()
+                && ctx.tokens.ends_with(prefix)
+                && let Some(x) = candidates.get_mut(last)
             {
                 *x = f32::NEG_INFINITY;
             }

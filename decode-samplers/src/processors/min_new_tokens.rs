@@ -1,3 +1,4 @@
+use decode_core::sampling::Candidates;
 use decode_core::{Context, LogitsProcessor};
 
 /// Masks the end-of-sequence ids until `min_new_tokens` tokens have been generated.
@@ -22,6 +23,16 @@ impl LogitsProcessor for MinNewTokens {
         if ctx.generated().len() < self.min_new_tokens {
             for &t in &self.eos_token_ids {
                 if let Some(x) = logits.get_mut(t as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+
+    fn apply_candidates(&mut self, ctx: &Context<'_>, candidates: &mut Candidates) {
+        if ctx.generated().len() < self.min_new_tokens {
+            for &t in &self.eos_token_ids {
+                if let Some(x) = candidates.get_mut(t) {
                     *x = f32::NEG_INFINITY;
                 }
             }

@@ -1,3 +1,4 @@
+use decode_core::sampling::Candidates;
 use decode_core::{Context, LogitsProcessor, Result};
 
 /// Divides every logit by `temperature` (> 0): below 1 sharpens, above 1 flattens.
@@ -17,11 +18,23 @@ impl Temperature {
 
 impl LogitsProcessor for Temperature {
     fn apply(&mut self, _ctx: &Context<'_>, logits: &mut [f32]) {
-        let t = self.temperature as f32;
-        logits.iter_mut().for_each(|x| *x /= t);
+        divide(logits, self.temperature as f32);
+    }
+
+    fn apply_candidates(&mut self, _ctx: &Context<'_>, candidates: &mut Candidates) {
+        // −∞ / t = −∞: the unlisted entries need nothing.
+        divide(candidates.logits_mut(), self.temperature as f32);
     }
 
     fn boxed_clone(&self) -> Box<dyn LogitsProcessor> {
         Box::new(self.clone())
+    }
+}
+
+/// `x / t` for every `x` (a division, not a multiplication by `1 / t`, which rounds differently).
+/// A plain loop without branches: it compiles to packed divisions.
+fn divide(logits: &mut [f32], t: f32) {
+    for x in logits {
+        *x /= t;
     }
 }

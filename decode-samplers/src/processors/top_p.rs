@@ -1,6 +1,7 @@
+use decode_core::sampling::Candidates;
 use decode_core::{Context, Error, LogitsProcessor, Result};
 
-use crate::probs::{finite_ascending, softmax_into};
+use crate::probs::{finite_ascending_pairs, softmax_into};
 
 /// Nucleus sampling: keeps the smallest set of most likely tokens whose probability reaches `p`,
 /// including the token that crosses `p`.
@@ -11,7 +12,8 @@ use crate::probs::{finite_ascending, softmax_into};
 pub struct TopP {
     p: f64,
     min_tokens_to_keep: usize,
-    order: Vec<u32>,
+    /// The finite entries as (logit, id), ascending.
+    order: Vec<(f32, u32)>,
     probs: Vec<f32>,
 }
 
@@ -20,7 +22,7 @@ impl TopP {
     pub fn new(p: f64, min_tokens_to_keep: usize) -> Result<Self> {
         if !(p > 0.0 && p <= 1.0) {
             return Err(Error::invalid(
-                "top-p",
+                "top_p",
                 format!("must be in (0, 1], not {p}"),
             ));
         }
@@ -33,20 +35,41 @@ impl TopP {
     }
 }
 
-impl LogitsProcessor for TopP {
-    fn apply(&mut self, _ctx: &Context<'_>, logits: &mut [f32]) {
+impl TopP {
+    /// `−∞` for every entry of `logits` the nucleus leaves out. On candidates `logits` is the
+    /// listed logits: their softmax and ascending order are the dense row's at those ids (the
+    /// unlisted −∞ have probability 0 and are not finite, so they are in neither).
+    fn mask(&mut self, logits: &mut [f32]) {
         softmax_into(logits, &mut self.probs);
-        finite_ascending(logits, &mut self.order);
+        finite_ascending_pairs(logits, &mut self.order);
         let threshold = (1.0 - self.p) as f32;
         let removable = self.order.len().saturating_sub(self.min_tokens_to_keep);
         let mut cumulative = 0f64;
-        for &id in &self.order[..removable] {
-            cumulative += self.probs[id as usize] as f64;
+        for &(_, i) in self.order.iter().take(removable) {
+            let i = i as usize;
+            cumulative += self.probs.get(i).copied().unwrap_or(0.0) as f64;
             if cumulative as f32 > threshold {
                 break;
             }
-            logits[id as usize] = f32::NEG_INFINITY;
+            if let Some(x) = logits.get_mut(i) {
+                *x = f32::NEG_INFINITY;
+            }
         }
+    }
+}
+
+impl LogitsProcessor for TopP {
+    fn apply(&mut self, _ctx: &Context<'_>, logits: &mut [f32]) {
+        self.mask(logits);
+    }
+
+    fn cuts(&self) -> bool {
+        true
+    }
+
+    fn apply_candidates(&mut self, _ctx: &Context<'_>, candidates: &mut Candidates) {
+        self.mask(candidates.logits_mut());
+        candidates.retain(|_, x| x != f32::NEG_INFINITY);
     }
 
     fn boxed_clone(&self) -> Box<dyn LogitsProcessor> {

@@ -58,6 +58,29 @@ pub trait Drafter {
     }
 }
 
+/// A borrowed drafter drafts (so a caller can read its state after a generation).
+impl<D: Drafter + ?Sized> Drafter for &mut D {
+    fn propose(&mut self, requests: &[DraftRequest<'_>]) -> Result<Vec<Draft>> {
+        (**self).propose(requests)
+    }
+
+    fn feedback(&mut self, row: usize, accepted: usize) -> Result<()> {
+        (**self).feedback(row, accepted)
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        (**self).vocab_size()
+    }
+
+    fn forward_calls(&self) -> usize {
+        (**self).forward_calls()
+    }
+
+    fn seconds(&self) -> f64 {
+        (**self).seconds()
+    }
+}
+
 /// A smaller language model of the same vocabulary, with its own KV cache rolled back on rejection.
 pub struct DraftModel<'m, M: LanguageModel> {
     model: &'m M,
@@ -274,7 +297,9 @@ mod tests {
 /// A benchmarking drafter that knows the answer: it proposes a known continuation (the target's
 /// own greedy output), each token replaced by a wrong one with probability `1 − alpha`. Under
 /// greedy verification its acceptance rate is about `alpha` at every position, which isolates the
-/// cost side of speculative decoding.
+/// cost side of speculative decoding. A benchmark helper (hidden from the docs): the benches and
+/// `examples/speculative.rs` use it.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct OracleDrafter {
     reference: Vec<u32>,

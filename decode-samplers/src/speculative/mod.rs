@@ -22,8 +22,8 @@ pub use drafter::{Draft, DraftModel, DraftRequest, Drafter, OracleDrafter, Promp
 pub use schedule::{DraftSchedule, GammaState, MAX_DRAFT_TOKENS, expected_speedup};
 pub use verify::{Verdict, check_draft, verify};
 
-use crate::engine::{PositionStats, Report, SpeculativeStats, TextDelta, log_softmax_at};
 use crate::engine::sequence::{Row, StopRules};
+use crate::engine::{PositionStats, Report, SpeculativeStats, TextDelta, log_softmax_at};
 
 /// The state of speculative decoding between steps.
 pub(crate) struct Speculation<'d, C> {
@@ -95,8 +95,7 @@ impl<'d, C: Cache> Speculation<'d, C> {
         let spec = &mut self.stats;
         let target_calls = spec.verify_steps + 1;
         let cost_ratio = if spec.drafted > 0 {
-            (spec.draft_seconds / spec.drafted as f64)
-                / (spec.target_seconds / target_calls as f64)
+            (spec.draft_seconds / spec.drafted as f64) / (spec.target_seconds / target_calls as f64)
         } else {
             0.0
         };

@@ -2,7 +2,7 @@
 
 use decode_core::{Error, Result};
 
-/// The largest γ (`--draft-tokens`) accepted. Acceptance decays geometrically with the draft's
+/// The largest γ accepted. Acceptance decays geometrically with the draft's
 /// length, so past a few dozen tokens a longer draft only costs draft passes; and `auto` scans every
 /// γ up to its maximum before each verify step, so an absurd maximum (10⁸) would hang generation.
 pub const MAX_DRAFT_TOKENS: usize = 64;
@@ -37,7 +37,7 @@ impl DraftSchedule {
             "auto" => DraftSchedule::Auto(gamma),
             other => {
                 return Err(Error::invalid(
-                    "draft-schedule",
+                    "schedule",
                     format!("must be constant, heuristic or auto, not {other:?}"),
                 ));
             }
@@ -53,12 +53,12 @@ impl DraftSchedule {
         }
     }
 
-    /// Checks that γ is from 1 to [`MAX_DRAFT_TOKENS`]; the error names `draft-tokens`.
+    /// Checks that γ is from 1 to [`MAX_DRAFT_TOKENS`]; the error names `gamma`.
     pub fn validate(&self) -> Result<()> {
         match self.gamma() {
-            0 => Err(Error::invalid("draft-tokens", "must be at least 1")),
+            0 => Err(Error::invalid("gamma", "must be at least 1")),
             g if g > MAX_DRAFT_TOKENS => Err(Error::invalid(
-                "draft-tokens",
+                "gamma",
                 format!("must be at most {MAX_DRAFT_TOKENS}, not {g}"),
             )),
             _ => Ok(()),
@@ -156,13 +156,7 @@ mod tests {
             for gamma in [0, MAX_DRAFT_TOKENS + 1, 100_000_000] {
                 let err = DraftSchedule::parse(name, gamma).unwrap_err();
                 assert!(
-                    matches!(
-                        err,
-                        Error::InvalidParameter {
-                            name: "draft-tokens",
-                            ..
-                        }
-                    ),
+                    matches!(err, Error::InvalidParameter { name: "gamma", .. }),
                     "{err}"
                 );
             }

@@ -6,8 +6,8 @@
 //! weight matrix, so it is bound by how fast the weights stream from memory. General GEMM packs
 //! the weights first, which costs 2–3× for 3–9 rows. Here the weights are laid out once, at load
 //! time, as column tiles that are each one contiguous stream; a tile is read from memory once per
-//! 64 rows, tiles in parallel on every core. With AVX-512, four rows share each weight load (AVX2:
-//! two). f16 and bf16 weights move half the bytes of f32.
+//! 64 rows, tiles in parallel on every core. With AVX-512, up to six rows share each weight load
+//! (AVX2: two). f16 and bf16 weights move half the bytes of f32.
 
 use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
@@ -24,8 +24,18 @@ const PREFETCH_ROWS: usize = 48;
 /// Below this many multiply-adds a product runs on the calling thread: waking the pool costs more.
 const PARALLEL_WORK: usize = 1 << 18;
 
-/// An element type the kernel can widen to f32.
-pub trait Weight: Copy + Send + Sync + Default + 'static {
+/// Keeps [`Weight`] to the three types the SIMD kernels know how to load (they dispatch on the
+/// type's `TypeId`, and would misread any other).
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// An element type the kernel can widen to f32: f32, f16 or bf16 (sealed: the SIMD kernels
+/// handle exactly these three).
+pub trait Weight: sealed::Sealed + Copy + Send + Sync + Default + 'static {
     /// The value as f32.
     fn widen(self) -> f32;
 }
@@ -144,16 +154,6 @@ impl HostLinear {
         let [inputs, outputs] = [weight.shape[0], weight.shape[1]];
         let bias = Some(super::f32_vec(bias));
         HostLinear::new(inputs, outputs, HostWeights::from_data(weight), bias)
-    }
-
-    /// Input width.
-    pub fn inputs(&self) -> usize {
-        self.inputs
-    }
-
-    /// Output width.
-    pub fn outputs(&self) -> usize {
-        self.outputs
     }
 
     /// `x` is `[m, inputs]` row-major; returns `[m, outputs]`.
@@ -328,8 +328,9 @@ mod simd {
     }
 }
 
-/// The same tile with AVX-512: a row's 64 accumulators are 4 registers, so 4 rows share each
-/// weight load (32 registers hold 16 accumulators, the 4 weights and the broadcasts).
+/// The same tile with AVX-512: a row's 64 accumulators are 4 registers, so up to 6 rows share each
+/// weight load (of the 32 registers, 24 hold the accumulators, 4 the weights and the rest the
+/// broadcasts); a remainder of 1 to 5 rows runs as one narrower pass.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::any::TypeId;
@@ -390,7 +391,7 @@ mod avx512 {
         }
     }
 
-    /// The tile, four rows at a time.
+    /// The tile, six rows at a time, then the remaining 1 to 5 rows in one pass.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
         assert!(w.len() >= k * TILE && xs.len() >= rows * k && out.len() >= rows * TILE);
@@ -432,7 +433,8 @@ mod tests {
     }
 
     /// Each kernel this CPU can run gives the portable kernel's result, for every dtype and for
-    /// row counts that exercise the 4-, 2- and 1-row paths.
+    /// row counts that exercise every row path: AVX2's 2- and 1-row, AVX-512's 6-row and its 1- to
+    /// 5-row remainders (16 = 6 + 6 + 4).
     #[test]
     fn every_kernel_matches_the_portable_one() {
         fn check<T: Weight>(w: &[T]) {

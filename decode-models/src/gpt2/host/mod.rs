@@ -1,4 +1,5 @@
-//! The CPU path: GPT-2's whole forward pass on host memory, in plain Rust.
+//! The CPU path: GPT-2's whole forward pass on host memory, in plain Rust (private to the crate:
+//! [`crate::gpt2::ComputePath::Host`] selects it).
 //!
 //! A batch-1 decode step is bound by how fast the weights stream from memory; everything else in
 //! the step is overhead. burn's CPU backends spend a few milliseconds per step on tensor
@@ -10,7 +11,7 @@
 //! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
 mod attention;
-pub mod linear;
+mod linear;
 mod ops;
 
 use std::sync::OnceLock;
@@ -23,8 +24,8 @@ use crate::KvCache;
 use crate::cache::HostLayer;
 
 use attention::Span;
-pub use linear::{HostLinear, HostWeights};
-pub use ops::LayerNorm;
+use linear::{HostLinear, HostWeights};
+use ops::LayerNorm;
 
 use crate::weights::{BlockWeights, Gpt2Weights};
 use crate::{Activation, Gpt2Config};
