@@ -26,5 +26,5 @@ pub use cache::Cache;
 pub use config::{EarlyStopping, GenerationConfig};
 pub use error::{Error, Result};
 pub use model::LanguageModel;
-pub use sampling::{Context, LogitsProcessor, Sampler, Selector};
+pub use sampling::{Candidates, Context, LogitsProcessor, Selector};
 pub use text::{StreamDecoder, TokenText};

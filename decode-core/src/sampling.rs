@@ -1,5 +1,5 @@
-//! The sampling contracts: a [`LogitsProcessor`] transforms one step's logits, a [`Selector`] picks
-//! a token from them, and a [`Sampler`] does both for the generation loop.
+//! The sampling contracts: a [`LogitsProcessor`] transforms one step's logits and a [`Selector`]
+//! picks a token from them (`decode-samplers`' `SamplerChain` runs processors, then a selector).
 //!
 //! Both also work on [`Candidates`]: the few tokens left once a processor has cut the vocabulary
 //! (top-k, min-p…), so that the rest of a chain and the draw cost what the survivors cost, not what
@@ -128,21 +128,6 @@ impl Clone for Box<dyn Selector> {
     fn clone(&self) -> Self {
         self.boxed_clone()
     }
-}
-
-/// Processes a step's logits and picks the next token: what the generation loop drives.
-pub trait Sampler: Send {
-    /// Transforms `logits` in place, as every processor would.
-    fn process(&mut self, ctx: &Context<'_>, logits: &mut [f32]);
-
-    /// Processes `logits` and picks the next token.
-    fn sample(&mut self, ctx: &Context<'_>, logits: &mut [f32]) -> u32;
-
-    /// A token was appended to the sequence.
-    fn accept(&mut self, token: u32);
-
-    /// A new sequence begins.
-    fn reset(&mut self);
 }
 
 /// The tokens still in play once a processor has cut the vocabulary: their ids, in ascending order,

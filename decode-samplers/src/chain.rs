@@ -1,7 +1,7 @@
 //! An ordered chain of processors ending in a selector.
 
 use decode_core::sampling::Candidates;
-use decode_core::{Context, LogitsProcessor, Sampler, Selector};
+use decode_core::{Context, LogitsProcessor, Selector};
 
 use crate::processors::FnProcessor;
 use crate::select::{Greedy, Multinomial};
@@ -169,23 +169,5 @@ impl LogitsProcessor for SamplerChain {
 
     fn boxed_clone(&self) -> Box<dyn LogitsProcessor> {
         Box::new(self.clone())
-    }
-}
-
-impl Sampler for SamplerChain {
-    fn process(&mut self, ctx: &Context<'_>, logits: &mut [f32]) {
-        LogitsProcessor::apply(self, ctx, logits);
-    }
-
-    fn sample(&mut self, ctx: &Context<'_>, logits: &mut [f32]) -> u32 {
-        SamplerChain::sample(self, ctx, logits)
-    }
-
-    fn accept(&mut self, token: u32) {
-        LogitsProcessor::accept(self, token);
-    }
-
-    fn reset(&mut self) {
-        LogitsProcessor::reset(self);
     }
 }
