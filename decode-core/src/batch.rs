@@ -208,13 +208,21 @@ impl Logits {
 /// Index of the largest value; the first one on ties. NaN never wins: the result is the largest
 /// non-NaN value's index (0 for an empty or all-NaN slice, which the engine refuses first).
 pub fn argmax(values: &[f32]) -> u32 {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &v) in values.iter().enumerate() {
-        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
-            best = Some((i, v));
+    // Two passes that vectorise (a running best with its index does not): the largest value
+    // (`f32::max` ignores NaN) in 16 lanes, then the first index holding it.
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
         }
     }
-    best.map_or(0, |(i, _)| i as u32)
+    let max = lanes.iter().fold(tail, |m, &v| m.max(v));
+    values.iter().position(|&v| v == max).map_or(0, |i| i as u32)
 }
 
 #[cfg(test)]
