@@ -222,7 +222,10 @@ pub fn argmax(values: &[f32]) -> u32 {
         }
     }
     let max = lanes.iter().fold(tail, |m, &v| m.max(v));
-    values.iter().position(|&v| v == max).map_or(0, |i| i as u32)
+    values
+        .iter()
+        .position(|&v| v == max)
+        .map_or(0, |i| i as u32)
 }
 
 #[cfg(test)]
