@@ -17,7 +17,7 @@ use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use decode::core::{Batch, Cache, LanguageModel};
-use decode::models::gpt2::{ComputePath, Precision};
+use decode::models::gpt2::{ComputePath, LoadOptions};
 use decode::models::weights::Gpt2Weights;
 use decode::models::{Gpt2, Gpt2Config};
 
@@ -37,13 +37,8 @@ struct Target<'a, B: Backend> {
 fn bench_path<B: Backend>(c: &mut Criterion, target: Target<'_, B>) {
     let config = Gpt2Config::gpt2_small();
     let weights = Gpt2Weights::random(&config, 7).convert(target.dtype);
-    let model = match Gpt2::<B>::try_from_weights(
-        config,
-        weights,
-        &target.device,
-        target.path,
-        Precision::Auto,
-    ) {
+    let options = LoadOptions::default().path(target.path);
+    let model = match Gpt2::<B>::from_weights_with(config, weights, &target.device, options) {
         Ok(model) => model,
         Err(e) => {
             eprintln!("skipping {}: {e}", target.name);

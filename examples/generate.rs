@@ -1,14 +1,18 @@
-//! The `decode` command line: generate text with a GPT-2 checkpoint in the HuggingFace layout.
+//! The `decode` command line: generate text with a GPT-2 checkpoint in the HuggingFace layout or
+//! a GGUF file written by llama.cpp.
 //!
 //! ```text
 //! cargo run --release --example generate -- --prompt "And God said"          # the embedded model
 //! cargo run --release --example generate -- --prompt "And God said" --speculative
 //! cargo run --release --example generate -- --model path/to/gpt2 --prompt "Hello" --max-new-tokens 40
+//! cargo run --release --example generate -- --model path/to/gpt2 --quantize q8_0 --prompt "Hello"
+//! cargo run --release --example generate -- --model gpt2-q8_0.gguf --prompt "Hello"
 //! cargo run --release --example generate -- --model path/to/gpt2 --prompt-ids 15496,995 --json
 //! ```
 //!
 //! Without `--json` the text streams to stdout as it is generated and a one-line summary goes to
-//! stderr. With `--json`, stdout holds exactly one JSON object (`decode::Output`).
+//! stderr. With `--json`, stdout holds exactly one JSON object (`decode::Output`, plus a `load`
+//! object: load seconds, the weights' bytes in memory, and peak resident memory).
 //!
 //! Nothing here prints with `println!`/`eprintln!`, which panic when a stream is closed or full:
 //! a failed write (`| head -c1`, `2>/dev/full`) ends the run with a failure status.
@@ -16,6 +20,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use decode::core::{EarlyStopping, GenerationConfig, LanguageModel, files};
@@ -23,20 +28,27 @@ use decode::models::backend::Backend;
 use decode::models::backend::{self, Cpu};
 use decode::models::{Gpt2, Tokenizer};
 use decode::samplers::speculative::DraftSchedule;
-use decode::{Error, Generator, Output, Result};
+use decode::{Error, Generator, LoadOptions, Output, Quantization, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 
-/// Generate text with a GPT-2 model (HuggingFace layout: config.json + model.safetensors).
+/// Generate text with a GPT-2 model (HuggingFace layout: config.json + model.safetensors; or a
+/// GGUF file).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// Model directory (config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt)
-    /// [default: the embedded KJV model, models/kjv-target].
-    #[arg(long, value_name = "DIR")]
+    /// or GGUF file (f32, f16, bf16, q8_0, q4_0) [default: the embedded KJV model,
+    /// models/kjv-target].
+    #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
-    /// Tokenizer: a tokenizer.json file or a directory holding one (default: the model directory).
+    /// Tokenizer: a tokenizer.json file or a directory holding one (default: the model directory,
+    /// or a GGUF model's own metadata).
     #[arg(long, value_name = "PATH")]
     tokenizer: Option<PathBuf>,
+    /// Quantize the weights at load (CPU only; the draft's too).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    quantize: Option<QuantizeChoice>,
     /// Prompt text.
     #[arg(
         long,
@@ -141,6 +153,16 @@ enum Strategy {
     Sample,
     /// Beam search (--num-beams, --length-penalty, --early-stopping).
     Beam,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum QuantizeChoice {
+    /// llama.cpp's q8_0: 8-bit values, one f16 scale per 32 (8.5 bits a weight).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// llama.cpp's q4_0: 4-bit values, one f16 scale per 32 (4.5 bits a weight).
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -265,7 +287,8 @@ fn draft_schedule(args: &Args) -> Result<DraftSchedule> {
 }
 
 fn run_on<B: Backend>(args: &Args, schedule: DraftSchedule, device: &B::Device) -> Result<()> {
-    let model = load::<B>(&model_dir(args)?, device)?;
+    let started = Instant::now();
+    let model = load::<B>(&model_dir(args)?, device, args)?;
     let draft_dir = match (&args.draft, args.speculative, &args.model) {
         (Some(dir), _, _) => Some(dir.clone()),
         (None, true, None) => Some(decode::embedded::draft_dir()?),
@@ -278,10 +301,34 @@ fn run_on<B: Backend>(args: &Args, schedule: DraftSchedule, device: &B::Device) 
         (None, false, _) => None,
     };
     let draft = match &draft_dir {
-        Some(dir) => Some(load::<B>(dir, device)?),
+        Some(dir) => Some(load::<B>(dir, device, args)?),
         None => None,
     };
-    generate(model, draft, args, schedule)
+    let load = LoadStats {
+        seconds: started.elapsed().as_secs_f64(),
+        weight_bytes: model.host_weight_bytes(),
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    generate(model, draft, args, schedule, load)
+}
+
+/// What loading cost (the `load` object of `--json`).
+#[derive(Serialize)]
+struct LoadStats {
+    /// Wall time to load the model (and the draft), in seconds.
+    seconds: f64,
+    /// Bytes the target's weights take in memory as the kernels read them (host path only).
+    weight_bytes: Option<usize>,
+    /// Peak resident memory of the process once loaded (Linux's VmHWM), in bytes.
+    peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident memory so far, from `/proc/self/status` (Linux only).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// `--model`, or the embedded target.
@@ -292,10 +339,16 @@ fn model_dir(args: &Args) -> Result<PathBuf> {
     }
 }
 
-/// Loads a model, with a progress bar on stderr for large files (when stderr is a terminal).
-fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt2<B>> {
+/// Loads a model (a directory or a GGUF file), with a progress bar on stderr for large files
+/// (when stderr is a terminal).
+fn load<B: Backend>(path: &Path, device: &B::Device, args: &Args) -> Result<Gpt2<B>> {
     let bar = ProgressBar::hidden();
-    let size = std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len());
+    let weights = if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    };
+    let size = std::fs::metadata(weights).map_or(0, |m| m.len());
     if size > 64 << 20 {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_length(size);
@@ -303,9 +356,16 @@ fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Gpt2<B>> {
             ProgressStyle::with_template("loading {msg} {bar:30} {bytes}/{total_bytes} {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.set_message(dir.display().to_string());
+        bar.set_message(path.display().to_string());
     }
-    let model = Gpt2::<B>::load_with_progress(dir, device, &mut |done, _| bar.set_position(done));
+    let mut options = LoadOptions::default();
+    options.quantize = args.quantize.map(|q| match q {
+        QuantizeChoice::Q8_0 => Quantization::Q8_0,
+        QuantizeChoice::Q4_0 => Quantization::Q4_0,
+    });
+    let model = Gpt2::<B>::load_with_progress(path, device, options, &mut |done, _| {
+        bar.set_position(done)
+    });
     bar.finish_and_clear();
     model
 }
@@ -318,6 +378,8 @@ fn load_tokenizer(args: &Args) -> Result<Option<Tokenizer>> {
         files::is_present(&dir.join("tokenizer.json")) || files::is_present(&dir.join("vocab.json"))
     };
     match path {
+        // A GGUF model carries its tokenizer.
+        file if args.tokenizer.is_none() && file.is_file() => Tokenizer::for_model(file).map(Some),
         file if files::is_present(file) && !file.is_dir() => Tokenizer::from_file(file).map(Some),
         dir if has_files(dir) => Tokenizer::from_dir(dir).map(Some),
         // Ids in, ids out: a model without tokenizer files still runs with --prompt-ids.
@@ -388,6 +450,7 @@ fn generate<M: LanguageModel>(
     draft: Option<M>,
     args: &Args,
     schedule: DraftSchedule,
+    load: LoadStats,
 ) -> Result<()> {
     let config = generation_config(args)?;
     let tokenizer = load_tokenizer(args)?;
@@ -438,7 +501,7 @@ fn generate<M: LanguageModel>(
         .pop()
         .ok_or_else(|| Error::Shape("generation returned no output".into()))?;
     if args.json {
-        return print_json(&output);
+        return print_json(&output, &load);
     }
     if !streaming {
         for (i, seq) in output.sequences.iter().enumerate() {
@@ -486,8 +549,12 @@ fn write_text(out: &mut impl Write, text: &str) -> Result<()> {
         .map_err(|e| Error::io("<stdout>", e))
 }
 
-fn print_json(output: &Output) -> Result<()> {
-    let text = serde_json::to_string(output)
-        .map_err(|e| Error::Unsupported(format!("cannot write JSON: {e}")))?;
+fn print_json(output: &Output, load: &LoadStats) -> Result<()> {
+    let json_error = |e: serde_json::Error| Error::Unsupported(format!("cannot write JSON: {e}"));
+    let mut value = serde_json::to_value(output).map_err(json_error)?;
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.insert("load".into(), serde_json::to_value(load).map_err(json_error)?);
+    }
+    let text = serde_json::to_string(&value).map_err(json_error)?;
     say(&mut std::io::stdout().lock(), &text)
 }

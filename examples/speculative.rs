@@ -76,7 +76,7 @@ fn embedded_pair() -> decode::Result<()> {
 
 /// The oracle sweep.
 fn oracle(json: bool) -> decode::Result<()> {
-    let model = Gpt2::<Cpu>::random(Gpt2Config::gpt2_small(), 7, &cpu_device());
+    let model = Gpt2::<Cpu>::random(Gpt2Config::gpt2_small(), 7, &cpu_device())?;
     let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 1543) % 50257).collect();
     let config = GenerationConfig {
         max_new_tokens: Some(NEW),

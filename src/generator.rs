@@ -6,6 +6,7 @@ use std::path::Path;
 
 use decode_core::{Error, GenerationConfig, LanguageModel, Result};
 use decode_models::backend::{Backend, Cpu, cpu_device};
+use decode_models::gpt2::LoadOptions;
 use decode_models::{Gpt2, Tokenizer};
 use decode_samplers::engine::{Engine, Generation, GenerationStats, StopReason, TextDelta};
 use decode_samplers::speculative::{DraftModel, DraftSchedule, PromptLookup};
@@ -45,21 +46,27 @@ pub struct Generator<M: LanguageModel = Gpt2<Cpu>> {
 }
 
 impl Generator<Gpt2<Cpu>> {
-    /// GPT-2 from a HuggingFace model directory (`config.json`, `model.safetensors`, and
-    /// `tokenizer.json` or `vocab.json` + `merges.txt`) on the CPU, with the directory's
-    /// `generation_config.json` when it has one.
-    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::load(dir, &cpu_device())
+    /// GPT-2 on the CPU from a HuggingFace model directory (`config.json`, `model.safetensors`,
+    /// and `tokenizer.json` or `vocab.json` + `merges.txt`; its `generation_config.json` when it
+    /// has one) or from a GGUF file written by llama.cpp (tokenizer from its metadata).
+    pub fn from_dir(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load(path, &cpu_device())
     }
 }
 
 impl<B: Backend> Generator<Gpt2<B>> {
     /// Like [`Generator::from_dir`], on `device` of the backend `B` (a GPU, for instance).
-    pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let model = Gpt2::<B>::load(dir, device)?;
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        Generator::new(model, Some(tokenizer))?.with_config(GenerationConfig::for_model_dir(dir)?)
+    pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        Self::load_with(path, device, LoadOptions::default())
+    }
+
+    /// Like [`Generator::load`], the model built as `options` say (for instance quantized to
+    /// q8_0 at load: `LoadOptions::default().quantize(Quantization::Q8_0)`).
+    pub fn load_with(path: impl AsRef<Path>, device: &B::Device, options: LoadOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let model = Gpt2::<B>::load_with(path, device, options)?;
+        let tokenizer = Tokenizer::for_model(path)?;
+        Generator::new(model, Some(tokenizer))?.with_config(GenerationConfig::for_model_dir(path)?)
     }
 }
 

@@ -30,6 +30,7 @@ pub use decode_models as models;
 pub use decode_samplers as samplers;
 
 pub use decode_core::{Error, GenerationConfig, Result};
+pub use decode_models::gpt2::{LoadOptions, Quantization};
 pub use decode_samplers::engine::{Flow, GenerationStats, StopReason, TextDelta};
 pub use generator::{Completion, Generator, Output, Stream};
 

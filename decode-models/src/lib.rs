@@ -6,6 +6,7 @@
 //!   memory bandwidth); elsewhere, burn tensor operations.
 //! - [`config`]: HuggingFace `config.json` ([`Gpt2Config`]), validated.
 //! - [`weights`]: `model.safetensors` in f32, f16 or bf16, every tensor's shape checked.
+//! - [`gguf`]: llama.cpp's GPT-2 GGUF files: metadata, config, tensor infos, tokenizer, checked.
 //! - [`tokenizer`]: the GPT-2 byte-level BPE ([`Tokenizer`]) and a UTF-8-safe [`StreamDecoder`].
 //! - [`backend`]: the CPU backend (burn-flex, measured fastest); ndarray, CUDA and wgpu behind
 //!   features, with one-line errors where a GPU or driver is missing.
@@ -34,7 +35,9 @@
 
 pub mod backend;
 pub mod cache;
+mod checkpoint;
 pub mod config;
+pub mod gguf;
 pub mod gpt2;
 pub mod tokenizer;
 pub mod weights;

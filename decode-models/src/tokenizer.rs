@@ -81,6 +81,22 @@ impl Tokenizer {
         }
     }
 
+    /// Wraps a byte-level BPE built elsewhere in the crate (the GGUF reader's).
+    pub(crate) fn from_bpe(inner: tokenizers::Tokenizer) -> Self {
+        Self::wrap(inner)
+    }
+
+    /// The tokenizer of a model [`crate::Gpt2::load`] takes: a HuggingFace directory's files
+    /// ([`Tokenizer::from_dir`]) or, for a GGUF file, the vocabulary and merges in its metadata.
+    pub fn for_model(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            Self::from_dir(path)
+        } else {
+            crate::gguf::GgufFile::open(path)?.tokenizer()
+        }
+    }
+
     fn wrap(inner: tokenizers::Tokenizer) -> Self {
         let byte_of = unicode_to_byte();
         // Cloned once: `get_added_tokens_decoder` copies the whole map on every call.

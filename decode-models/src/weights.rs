@@ -1,24 +1,19 @@
-//! Reading GPT-2 weights from a HuggingFace `model.safetensors`.
+//! GPT-2's weights in memory: [`Gpt2Weights`] holds every tensor of a HuggingFace
+//! `model.safetensors` in the dtype it was stored in (f32, f16 or bf16; names with or without the
+//! `transformer.` prefix; a tied or separate `lm_head.weight`), shapes checked against the config.
+//! It is what the tensor path uploads to a device, and what tests and benchmarks build models from
+//! ([`crate::Gpt2::from_weights`]).
 //!
-//! Accepts tensors stored as f32, f16 or bf16, names with or without the `transformer.` prefix,
-//! and a tied or separate `lm_head.weight`. [`Gpt2Weights`] holds every tensor in the dtype it was
-//! stored in. What happens next depends on the path ([`crate::gpt2::ComputePath`]): the CPU host
-//! path keeps f16 and bf16 weights as stored and widens them to f32 in registers as it computes
-//! (f32 accumulation); the tensor path, what GPUs run, converts them at load to the dtype
-//! [`crate::gpt2::Precision`] resolves to (the stored f16/bf16 where the device computes in it,
-//! f32 otherwise and on CPUs).
+//! [`crate::Gpt2::load`] on the host path does not go through it: it lays the weights out for its
+//! kernels straight from the memory-mapped file, tensor by tensor, so a second copy is never held.
 //!
-//! Every tensor's shape is checked against the config before anything is built; missing,
-//! unexpected and misshapen tensors are errors that name the tensor. GPT-2's `Conv1D` weights are
-//! `[in, out]`, which is already the layout burn's `linear` takes, so nothing is transposed.
+//! Missing, unexpected and misshapen tensors are errors that name the tensor. GPT-2's `Conv1D`
+//! weights are `[in, out]`, which is already the layout burn's `linear` takes.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
-use decode_core::{Error, Result};
-use half::{bf16, f16};
-use safetensors::{Dtype, SafeTensors};
+use decode_core::Result;
 
 use crate::Gpt2Config;
 
@@ -179,150 +174,7 @@ impl Gpt2Weights {
         config: &Gpt2Config,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        let path = path.as_ref();
-        // Refuses a FIFO, device or directory before opening it; the size is checked below and by
-        // safetensors' header parsing.
-        let file = decode_core::files::open_regular(path)?;
-        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if size < 8 {
-            return Err(Error::format(
-                path,
-                format!("truncated safetensors file ({size} bytes)"),
-            ));
-        }
-        // SAFETY: the file is only read; as with every memory map, it must not be modified while
-        // the weights load (they are copied out before this function returns).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let st = SafeTensors::deserialize(&map).map_err(|e| {
-            Error::format(
-                path,
-                format!("not a valid safetensors file (truncated or corrupt): {e}"),
-            )
-        })?;
-        let mut tensors = read_all(&st, config, path, size, progress)?;
-        let mut take = |name: &str| {
-            tensors
-                .remove(name)
-                .ok_or_else(|| Error::format(path, format!("missing tensor {name}")))
-        };
-        let mut pair = |prefix: &str| -> Result<[TensorData; 2]> {
-            Ok([
-                take(&format!("{prefix}.weight"))?,
-                take(&format!("{prefix}.bias"))?,
-            ])
-        };
-        let mut blocks = Vec::with_capacity(config.n_layer);
-        for l in 0..config.n_layer {
-            blocks.push(BlockWeights {
-                ln_1: pair(&format!("h.{l}.ln_1"))?,
-                c_attn: pair(&format!("h.{l}.attn.c_attn"))?,
-                attn_proj: pair(&format!("h.{l}.attn.c_proj"))?,
-                ln_2: pair(&format!("h.{l}.ln_2"))?,
-                c_fc: pair(&format!("h.{l}.mlp.c_fc"))?,
-                mlp_proj: pair(&format!("h.{l}.mlp.c_proj"))?,
-            });
-        }
-        let ln_f = pair("ln_f")?;
-        Ok(Gpt2Weights {
-            wte: take("wte.weight")?,
-            wpe: take("wpe.weight")?,
-            blocks,
-            ln_f,
-            lm_head: if config.tie_word_embeddings {
-                None
-            } else {
-                Some(take("lm_head.weight")?)
-            },
-        })
+        crate::checkpoint::Checkpoint::safetensors(path.as_ref(), config)?
+            .into_weights(config, progress)
     }
-}
-
-/// Every expected tensor of `st`, in its stored dtype, after checking names and shapes.
-fn read_all(
-    st: &SafeTensors<'_>,
-    config: &Gpt2Config,
-    path: &Path,
-    total: u64,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<HashMap<String, TensorData>> {
-    let mut done = 0u64;
-    let expected: HashMap<String, Vec<usize>> = expected_shapes(config).into_iter().collect();
-    let mut found = HashMap::with_capacity(expected.len());
-    // Sorted, so the first problem reported is the same on every run.
-    let mut tensors = st.tensors();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    for (stored, view) in tensors {
-        let name = stored.strip_prefix("transformer.").unwrap_or(&stored);
-        // The causal-mask buffers old checkpoints carry, and a head that is tied anyway.
-        if name.ends_with(".attn.bias")
-            || name.ends_with(".attn.masked_bias")
-            || (config.tie_word_embeddings && name == "lm_head.weight")
-        {
-            continue;
-        }
-        let Some(shape) = expected.get(name) else {
-            return Err(Error::format(
-                path,
-                format!("unexpected tensor {stored} (not part of a GPT-2 with this config)"),
-            ));
-        };
-        if view.shape() != shape.as_slice() {
-            return Err(Error::Shape(format!(
-                "{}: tensor {stored} has shape {:?} but config.json implies {:?}",
-                path.display(),
-                view.shape(),
-                shape
-            )));
-        }
-        let data = to_data(view.dtype(), view.data(), shape).ok_or_else(|| {
-            Error::format(
-                path,
-                format!(
-                    "tensor {stored} has dtype {:?} (expected F32, F16 or BF16)",
-                    view.dtype()
-                ),
-            )
-        })?;
-        done += view.data().len() as u64;
-        progress(done, total);
-        if found.insert(name.to_string(), data).is_some() {
-            return Err(Error::format(path, format!("tensor {name} appears twice")));
-        }
-    }
-    if let Some((name, _)) = expected_shapes(config)
-        .into_iter()
-        .find(|(name, _)| !found.contains_key(name))
-    {
-        return Err(Error::format(path, format!("missing tensor {name}")));
-    }
-    Ok(found)
-}
-
-/// Little-endian f32, f16 or bf16 bytes to a tensor of the same dtype; `None` for other dtypes.
-fn to_data(dtype: Dtype, bytes: &[u8], shape: &[usize]) -> Option<TensorData> {
-    let shape = shape.to_vec();
-    Some(match dtype {
-        Dtype::F32 => TensorData::new(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect::<Vec<_>>(),
-            shape,
-        ),
-        Dtype::F16 => TensorData::new(
-            bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]))
-                .collect::<Vec<_>>(),
-            shape,
-        ),
-        Dtype::BF16 => TensorData::new(
-            bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]))
-                .collect::<Vec<_>>(),
-            shape,
-        ),
-        _ => return None,
-    })
 }

@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use decode_core::{Batch, Cache, GenerationConfig, LanguageModel};
 use decode_models::Gpt2;
 use decode_models::backend::{Cpu, cpu_device};
-use decode_models::gpt2::{ComputePath, Precision};
+use decode_models::gpt2::{ComputePath, LoadOptions, Precision};
 use decode_samplers::engine::Engine;
 use serde::Deserialize;
 
@@ -71,8 +71,8 @@ fn models<B: Backend>(
     let mut out = Vec::new();
     for name in MODELS {
         for &(path, precision) in ways {
-            let model = Gpt2::<B>::load_with(fixture(name), device, path, precision)
-                .expect("fixture loads");
+            let options = LoadOptions::default().path(path).precision(precision);
+            let model = Gpt2::<B>::load_with(fixture(name), device, options).expect("fixture loads");
             assert_eq!(model.compute_path(), path);
             let label = format!(
                 "{name} ({:?} path, {:?}, {})",
@@ -237,10 +237,10 @@ const TOLERANCE_BF16: f32 = 2.5e-1;
 fn reduced_precision<B: Backend>(device: &B::Device) -> Vec<(String, f32, usize, usize)> {
     let mut report = Vec::new();
     for name in ["gpt2-tiny-f16-untied", "gpt2-tiny-bf16"] {
-        let exact = Gpt2::<Cpu>::load_on(fixture(name), &cpu_device(), ComputePath::Host).unwrap();
-        let model =
-            Gpt2::<B>::load_with(fixture(name), device, ComputePath::Tensor, Precision::Auto)
-                .unwrap();
+        let host = LoadOptions::default().path(ComputePath::Host);
+        let exact = Gpt2::<Cpu>::load_with(fixture(name), &cpu_device(), host).unwrap();
+        let tensor = LoadOptions::default().path(ComputePath::Tensor);
+        let model = Gpt2::<B>::load_with(fixture(name), device, tensor).unwrap();
         let tolerance = match model.dtype() {
             burn::tensor::DType::F16 => TOLERANCE_F16,
             burn::tensor::DType::BF16 => TOLERANCE_BF16,
@@ -381,13 +381,10 @@ fn wgpu_weights_larger_than_a_buffer_are_refused_or_fit() {
     let table = (config.vocab_size * config.n_embd * 4) as u64;
     let limit = max_tensor_bytes::<Wgpu>(&device).expect("wgpu reports its buffer limit");
     let weights = Gpt2Weights::random(&config, 1);
-    let loaded = Gpt2::<Wgpu>::try_from_weights(
-        config,
-        weights,
-        &device,
-        ComputePath::Tensor,
-        Precision::F32,
-    );
+    let options = LoadOptions::default()
+        .path(ComputePath::Tensor)
+        .precision(Precision::F32);
+    let loaded = Gpt2::<Wgpu>::from_weights_with(config, weights, &device, options);
     match loaded {
         Err(e) => {
             assert!(table > limit, "refused although it fits: {e}");

@@ -26,7 +26,7 @@ fn poisoned(value: f32) -> Gpt2<Cpu> {
     bias[3] = value;
     let n = bias.len();
     weights.ln_f[1] = TensorData::new(bias, [n]);
-    Gpt2::from_weights(config, weights, &cpu_device())
+    Gpt2::from_weights(config, weights, &cpu_device()).unwrap()
 }
 
 /// Generates with `config`; returns the error and how many tokens were reported before it.

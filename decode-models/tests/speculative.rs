@@ -41,7 +41,7 @@ fn perturbed_draft() -> Gpt2<Cpu> {
         .map(|(i, b)| b + if i % 3 == 0 { 0.6 } else { -0.4 })
         .collect();
     weights.ln_f[1] = TensorData::new(noisy, [bias.len()]);
-    Gpt2::from_weights(config, weights, &cpu_device())
+    Gpt2::from_weights(config, weights, &cpu_device()).unwrap()
 }
 
 /// A draft of the target's vocabulary that disagrees with it often: random weights.
@@ -54,7 +54,7 @@ fn random_draft<B: Backend>(target: &Gpt2<B>) -> Gpt2<B> {
         n_inner: 64,
         ..t.clone()
     };
-    Gpt2::random(config, 99, target.device())
+    Gpt2::random(config, 99, target.device()).unwrap()
 }
 
 fn run<B: Backend>(
@@ -207,7 +207,7 @@ fn short_self_draft(positions: usize) -> Gpt2<Cpu> {
         n_positions: positions,
         ..config
     };
-    Gpt2::from_weights(config, weights, &cpu_device())
+    Gpt2::from_weights(config, weights, &cpu_device()).unwrap()
 }
 
 /// Records how far any non-empty proposal reached: the sequence's length plus its draft's.
@@ -262,7 +262,8 @@ fn a_draft_with_a_shorter_context_drafts_while_it_has_room() {
         },
         7,
         &cpu_device(),
-    );
+    )
+    .unwrap();
     let own = short_self_draft(DRAFT_CONTEXT);
     assert_eq!(random.context_length(), DRAFT_CONTEXT);
     assert_eq!(own.context_length(), DRAFT_CONTEXT);

@@ -9,12 +9,22 @@
 //! 64 rows, tiles in parallel on every core. With AVX-512, up to six rows share each weight load
 //! (AVX2: two). f16 and bf16 weights move half the bytes of f32.
 
-use burn::tensor::{DType, TensorData};
+use std::sync::OnceLock;
+
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::quant::{self, BLOCK, Format, Kernel, QuantMatrix, QuantRows};
+use crate::checkpoint::Stored;
+
+/// The q8_0/q4_0 kernel, detected once.
+fn quant_kernel() -> Kernel {
+    static KERNEL: OnceLock<Kernel> = OnceLock::new();
+    *KERNEL.get_or_init(Kernel::detect)
+}
+
 /// Columns per tile.
-const TILE: usize = 64;
+pub(super) const TILE: usize = 64;
 /// Rows (tokens) per pass over the weights: a verify pass or a prompt of up to 64 tokens streams
 /// them from memory once (the rows then reuse each tile from cache).
 const ROWS: usize = 64;
@@ -58,117 +68,205 @@ impl Weight for bf16 {
     }
 }
 
-/// A weight matrix `[inputs, outputs]` in its stored precision, row-major.
-#[derive(Debug, Clone)]
-pub enum HostWeights {
-    /// f32.
-    F32(Vec<f32>),
-    /// f16.
-    F16(Vec<f16>),
-    /// bf16.
-    BF16(Vec<bf16>),
+/// A weight matrix as a checkpoint stores it, before it is laid out for the kernels: little-endian
+/// bytes (any alignment), read once, in order.
+pub struct Source<'a> {
+    /// The stored values.
+    pub bytes: &'a [u8],
+    /// Their type.
+    pub dtype: Stored,
+    /// Inputs (the width of an output's weights).
+    pub inputs: usize,
+    /// Outputs.
+    pub outputs: usize,
+    /// Whether each stored row is one output's weights (`[outputs][inputs]`: GGUF and an
+    /// embedding table read as the LM head) or one input's (`[inputs][outputs]`: GPT-2's
+    /// `Conv1D`). Quantized values always come as output rows.
+    pub output_rows: bool,
+    /// Called with each byte range of `bytes` once it has been read, so a memory-mapped file
+    /// can drop those pages: the loader then never holds a second copy of the weights.
+    pub done: &'a dyn Fn(std::ops::Range<usize>),
 }
 
-impl HostWeights {
-    /// From a tensor's values: f16 and bf16 stay as they are, anything else becomes f32.
-    pub fn from_data(data: TensorData) -> Self {
-        match data.dtype {
-            DType::F16 => data.into_vec::<f16>().map(HostWeights::F16),
-            DType::BF16 => data.into_vec::<bf16>().map(HostWeights::BF16),
-            _ => Ok(HostWeights::F32(super::f32_vec(data))),
+/// Reads `source` row by row, calling `row(i, bytes)` and reporting each finished band of about
+/// 16 MiB to `source.done`.
+fn for_each_row(source: &Source, row_width: usize, mut row: impl FnMut(usize, &[u8])) {
+    const BAND: usize = 16 << 20;
+    let row_bytes = source.dtype.row_bytes(row_width);
+    let mut reported = 0;
+    for (i, bytes) in source.bytes.chunks_exact(row_bytes.max(1)).enumerate() {
+        row(i, bytes);
+        let end = (i + 1) * row_bytes;
+        if end - reported >= BAND {
+            (source.done)(reported..end);
+            reported = end;
         }
-        .unwrap_or_else(|_| HostWeights::F32(Vec::new()))
     }
+    (source.done)(reported..source.bytes.len());
+}
 
-    /// Row `i` of a `[rows, out.len()]` matrix, widened to f32 into `out`.
-    pub fn row_into(&self, i: usize, out: &mut [f32]) {
-        fn copy<T: Weight>(w: &[T], i: usize, out: &mut [f32]) {
-            let n = out.len();
-            for (o, v) in out.iter_mut().zip(&w[i * n..(i + 1) * n]) {
-                *o = v.widen();
+/// The weights, laid out for a kernel.
+#[derive(Debug, Clone, PartialEq)]
+enum Layout {
+    /// `[tiles][inputs][TILE]` (the last tile zero-padded), in the stored float type.
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    /// Blocks along the inputs, one row per output.
+    Quant(QuantMatrix),
+}
+
+/// Lays out float weights as tiles, reading the source once in its own order.
+fn tiled<T: Weight>(source: &Source, from: impl Fn(&[u8]) -> T) -> Vec<T> {
+    let (k, n) = (source.inputs, source.outputs);
+    let size = std::mem::size_of::<T>();
+    let mut out = vec![T::default(); n.div_ceil(TILE) * k * TILE];
+    if source.output_rows {
+        for_each_row(source, k, |j, row| {
+            let (t, c) = (j / TILE, j % TILE);
+            for (kk, b) in row.chunks_exact(size).enumerate() {
+                out[(t * k + kk) * TILE + c] = from(b);
             }
-        }
-        match self {
-            HostWeights::F32(w) => copy(w, i, out),
-            HostWeights::F16(w) => copy(w, i, out),
-            HostWeights::BF16(w) => copy(w, i, out),
-        }
-    }
-}
-
-impl From<TensorData> for HostWeights {
-    fn from(data: TensorData) -> Self {
-        HostWeights::from_data(data)
-    }
-}
-
-/// Weights re-laid as `[tiles][inputs][TILE]` (the last tile zero-padded).
-#[derive(Debug, Clone)]
-enum Tiled {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-fn tile_layout<T: Weight>(w: &[T], inputs: usize, outputs: usize) -> Vec<T> {
-    let tiles = outputs.div_ceil(TILE);
-    let mut out = vec![T::default(); tiles * inputs * TILE];
-    for t in 0..tiles {
-        let c0 = t * TILE;
-        let width = TILE.min(outputs - c0);
-        for k in 0..inputs {
-            let dst = (t * inputs + k) * TILE;
-            out[dst..dst + width].copy_from_slice(&w[k * outputs + c0..k * outputs + c0 + width]);
-        }
+        });
+    } else {
+        for_each_row(source, n, |kk, row| {
+            for (j, b) in row.chunks_exact(size).enumerate() {
+                let (t, c) = (j / TILE, j % TILE);
+                out[(t * k + kk) * TILE + c] = from(b);
+            }
+        });
     }
     out
 }
 
+/// Quantizes or copies the source's values into blocks.
+fn quantized(source: &Source, format: Format) -> QuantMatrix {
+    let (k, n) = (source.inputs, source.outputs);
+    let mut m = QuantMatrix::zeroed(format, n, k);
+    if source.dtype.format().is_some() {
+        for_each_row(source, k, |j, row| m.set_gguf_row(j, row));
+    } else if source.output_rows {
+        let mut wide = vec![0f32; k];
+        for_each_row(source, k, |j, row| {
+            source.dtype.widen_into(row, k, &mut wide);
+            m.set_row(j, &wide);
+        });
+    } else {
+        // Rows are inputs: gather a band of 32 of them, then quantize that block of every output.
+        let mut band = vec![0f32; BLOCK * n];
+        let mut filled = 0;
+        let flush = |band: &[f32], filled: usize, b: usize, m: &mut QuantMatrix| {
+            let mut block = [0f32; BLOCK];
+            for j in 0..n {
+                for (i, v) in block.iter_mut().enumerate().take(filled) {
+                    *v = band[i * n + j];
+                }
+                m.set_block(j, b, &block[..filled]);
+            }
+        };
+        for_each_row(source, n, |kk, row| {
+            source
+                .dtype
+                .widen_into(row, n, &mut band[filled * n..(filled + 1) * n]);
+            filled += 1;
+            if filled == BLOCK {
+                flush(&band, filled, kk / BLOCK, &mut m);
+                filled = 0;
+            }
+        });
+        if filled > 0 {
+            flush(&band, filled, k / BLOCK, &mut m);
+        }
+    }
+    m
+}
+
 /// `y = x · W + b` on the host.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostLinear {
     inputs: usize,
     outputs: usize,
-    tiled: Tiled,
+    layout: Layout,
     bias: Option<Vec<f32>>,
 }
 
 impl HostLinear {
-    /// `weight` is `[inputs, outputs]` row-major; `bias` is `[outputs]`.
-    pub fn new(inputs: usize, outputs: usize, weight: HostWeights, bias: Option<Vec<f32>>) -> Self {
-        let tiled = match &weight {
-            HostWeights::F32(w) => Tiled::F32(tile_layout(w, inputs, outputs)),
-            HostWeights::F16(w) => Tiled::F16(tile_layout(w, inputs, outputs)),
-            HostWeights::BF16(w) => Tiled::BF16(tile_layout(w, inputs, outputs)),
+    /// Lays out `source` for the kernels: float weights as tiles in their stored type, or as
+    /// `quantize`'s blocks; quantized weights as they are (`quantize` must then be `None` or
+    /// their own format: the caller checks).
+    pub fn new(source: &Source, bias: Option<Vec<f32>>, quantize: Option<Format>) -> Self {
+        let layout = match (source.dtype.format(), quantize, source.dtype) {
+            (Some(format), _, _) | (None, Some(format), _) => Layout::Quant(quantized(source, format)),
+            (None, None, Stored::F16) => Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]]))),
+            (None, None, Stored::BF16) => {
+                Layout::BF16(tiled(source, |b| bf16::from_le_bytes([b[0], b[1]])))
+            }
+            (None, None, _) => Layout::F32(tiled(source, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
         };
         HostLinear {
-            inputs,
-            outputs,
-            tiled,
+            inputs: source.inputs,
+            outputs: source.outputs,
+            layout,
             bias,
         }
     }
 
-    /// From `[weight [inputs, outputs], bias [outputs]]` in any float dtype.
-    pub fn from_data([weight, bias]: [TensorData; 2]) -> Self {
-        let [inputs, outputs] = [weight.shape[0], weight.shape[1]];
-        let bias = Some(super::f32_vec(bias));
-        HostLinear::new(inputs, outputs, HostWeights::from_data(weight), bias)
+    /// Bytes the weights take.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.layout {
+            Layout::F32(w) => 4 * w.len(),
+            Layout::F16(w) => 2 * w.len(),
+            Layout::BF16(w) => 2 * w.len(),
+            Layout::Quant(m) => m.bytes(),
+        }
+    }
+
+    /// Whether q8_0 weights hold −128 (see [`QuantMatrix::has_q8_min`]).
+    pub fn has_q8_min(&self) -> bool {
+        matches!(&self.layout, Layout::Quant(m) if m.has_q8_min())
+    }
+
+    /// Output `j`'s weights, widened to f32 into `out` (`inputs` long): an embedding row, when
+    /// this layer is the LM head tied to the token embedding.
+    pub fn column_into(&self, j: usize, out: &mut [f32]) {
+        fn gather<T: Weight>(w: &[T], k: usize, j: usize, out: &mut [f32]) {
+            let (t, c) = (j / TILE, j % TILE);
+            for (kk, o) in out.iter_mut().enumerate().take(k) {
+                *o = w[(t * k + kk) * TILE + c].widen();
+            }
+        }
+        let k = self.inputs;
+        match &self.layout {
+            Layout::F32(w) => gather(w, k, j, out),
+            Layout::F16(w) => gather(w, k, j, out),
+            Layout::BF16(w) => gather(w, k, j, out),
+            Layout::Quant(m) => m.row_into(j, &mut out[..k]),
+        }
     }
 
     /// `x` is `[m, inputs]` row-major; returns `[m, outputs]`.
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (k, n) = (self.inputs, self.outputs);
         let mut y = vec![0f32; m * n];
+        let kernel = quant_kernel();
         for r0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - r0);
             let xs = &x[r0 * k..(r0 + rows) * k];
+            let xq = match &self.layout {
+                Layout::Quant(w) => Some(QuantRows::new(xs, rows, k, w.padded_inputs())),
+                _ => None,
+            };
             // Tile-major scratch, `rows × TILE` per tile, sized to the rows actually present.
             let mut scratch = vec![0f32; n.div_ceil(TILE) * rows * TILE];
-            let one = |(t, out): (usize, &mut [f32])| match &self.tiled {
-                Tiled::F32(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
-                Tiled::F16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
-                Tiled::BF16(w) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
+            let one = |(t, out): (usize, &mut [f32])| match (&self.layout, &xq) {
+                (Layout::F32(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
+                (Layout::F16(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
+                (Layout::BF16(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
+                (Layout::Quant(w), Some(xq)) => {
+                    let width = TILE.min(n - t * TILE);
+                    quant::product(kernel, w, t * TILE, width, xq, rows, out, TILE)
+                }
+                (Layout::Quant(_), None) => {}
             };
             if rows * k * n >= PARALLEL_WORK {
                 scratch
@@ -206,6 +304,11 @@ fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) 
             unsafe { avx512::tile(w, xs, rows, k, out) };
             return;
         }
+        // From 4 rows, AVX2's register-blocked kernel (the 2-row one here spills registers).
+        if rows >= 4 && simd::available() {
+            super::gemm::tile_many(w, xs, rows, k, out);
+            return;
+        }
         if simd::available() {
             // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
             unsafe { simd::tile(w, xs, rows, k, out) };
@@ -216,7 +319,7 @@ fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) 
 }
 
 /// The tile in plain Rust, for CPUs without AVX2.
-fn tile_portable<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+pub(super) fn tile_portable<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
     let acc = &mut out[..rows * TILE];
     acc.fill(0.0);
     let mut wide = [0f32; TILE];
@@ -234,7 +337,7 @@ fn tile_portable<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mu
 }
 
 #[cfg(target_arch = "x86_64")]
-mod simd {
+pub(super) mod simd {
     use std::any::TypeId;
     use std::arch::x86_64::*;
 
@@ -332,7 +435,7 @@ mod simd {
 /// weight load (of the 32 registers, 24 hold the accumulators, 4 the weights and the rest the
 /// broadcasts); a remainder of 1 to 5 rows runs as one narrower pass.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::any::TypeId;
     use std::arch::x86_64::*;
 
@@ -481,39 +584,78 @@ mod tests {
     }
 
     #[test]
-    fn matches_a_plain_product_for_all_dtypes_and_row_counts() {
-        let (k, n) = (37, 300); // odd sizes: a partial tile
+    fn matches_a_plain_product_for_all_dtypes_layouts_and_row_counts() {
+        let (k, n) = (37, 300); // odd sizes: a partial tile, a partial q8_0/q4_0 block
         let w: Vec<f32> = (0..k * n)
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 997.0)
             .collect();
         let b: Vec<f32> = (0..n).map(|j| j as f32 / 100.0).collect();
-        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
-        let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let f16s: Vec<u8> = w.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+        let bf16s: Vec<u8> = w.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect();
+        let f32s: Vec<u8> = w.iter().flat_map(|&v| v.to_le_bytes()).collect();
         let cases = [
-            (HostWeights::F32(w.clone()), w.clone()),
-            (
-                HostWeights::F16(w16.clone()),
-                w16.iter().map(|v| v.to_f32()).collect(),
-            ),
-            (
-                HostWeights::BF16(wb16.clone()),
-                wb16.iter().map(|v| v.to_f32()).collect(),
-            ),
+            (Stored::F32, &f32s, None, 1e-4),
+            (Stored::F16, &f16s, None, 1e-4),
+            (Stored::BF16, &bf16s, None, 1e-4),
+            // Quantized: against the dequantized weights, within the activations' q8_0 rounding.
+            (Stored::F32, &f32s, Some(Format::Q8_0), 0.05),
+            (Stored::F16, &f16s, Some(Format::Q4_0), 0.05),
         ];
-        for (weights, exact) in cases {
-            let lin = HostLinear::new(k, n, weights, Some(b.clone()));
+        for (dtype, bytes, quantize, tolerance) in cases {
+            let source = Source {
+                bytes,
+                dtype,
+                inputs: k,
+                outputs: n,
+                output_rows: false,
+                done: &|_| {},
+            };
+            let lin = HostLinear::new(&source, Some(b.clone()), quantize);
+            // The weights the layer holds, read back column by column (the embedding gather).
+            let mut exact = vec![0f32; k * n];
+            let mut column = vec![0f32; k];
+            for j in 0..n {
+                lin.column_into(j, &mut column);
+                for kk in 0..k {
+                    exact[kk * n + j] = column[kk];
+                }
+            }
+            if quantize.is_none() {
+                let mut stored = vec![0f32; k * n];
+                dtype.widen_into(bytes, n, &mut stored);
+                assert_eq!(exact, stored, "{dtype:?}: the layout loses nothing");
+            }
+            // The same matrix stored the other way round (`[outputs][inputs]`) lays out the same.
+            let mut transposed = vec![0u8; bytes.len()];
+            let size = bytes.len() / (k * n);
+            for kk in 0..k {
+                for j in 0..n {
+                    let (from, to) = ((kk * n + j) * size, (j * k + kk) * size);
+                    transposed[to..to + size].copy_from_slice(&bytes[from..from + size]);
+                }
+            }
+            let flipped = HostLinear::new(
+                &Source {
+                    bytes: &transposed,
+                    output_rows: true,
+                    ..source
+                },
+                Some(b.clone()),
+                quantize,
+            );
             for m in [1, 2, 3, 8, 9, 17] {
                 let x: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 31 % 17) as f32 - 8.0) / 7.0)
                     .collect();
                 let got = lin.forward(&x, m);
+                assert_eq!(got, flipped.forward(&x, m), "{dtype:?} {quantize:?}");
                 let want = reference(&x, m, &exact, k, n, &b);
                 let worst = got
                     .iter()
                     .zip(&want)
                     .map(|(g, w)| (g - w).abs())
                     .fold(0f32, f32::max);
-                assert!(worst < 1e-4, "m={m}: {worst}");
+                assert!(worst < tolerance, "{dtype:?} {quantize:?} m={m}: {worst}");
             }
         }
     }

@@ -11,24 +11,80 @@
 //! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
 mod attention;
+mod gemm;
 mod linear;
 mod ops;
+pub(crate) mod quant;
 
 use std::sync::OnceLock;
 
-use burn::tensor::TensorData;
 use burn::tensor::backend::Backend;
-use decode_core::{Batch, Result};
+use decode_core::{Batch, Error, Result};
 
 use crate::KvCache;
 use crate::cache::HostLayer;
 
 use attention::Span;
-use linear::{HostLinear, HostWeights};
+use linear::{HostLinear, Source};
 use ops::LayerNorm;
 
-use crate::weights::{BlockWeights, Gpt2Weights};
+use crate::checkpoint::{Checkpoint, Raw};
+use crate::gpt2::Quantization;
 use crate::{Activation, Gpt2Config};
+
+/// What building the model needs besides the checkpoint.
+struct Build<'a> {
+    quantize: Option<Quantization>,
+    epsilon: f64,
+    progress: &'a mut dyn FnMut(u64, u64),
+}
+
+impl Build<'_> {
+    fn norm(&mut self, ckpt: &mut Checkpoint, prefix: &str) -> Result<LayerNorm> {
+        let weight = ckpt.take(&format!("{prefix}.weight"), self.progress, |r| r.to_f32())?;
+        let bias = ckpt.take(&format!("{prefix}.bias"), self.progress, |r| r.to_f32())?;
+        Ok(LayerNorm::new(weight, bias, self.epsilon))
+    }
+
+    /// A `Conv1D` layer `prefix.{weight, bias}` (HuggingFace stores `[in, out]`).
+    fn linear(&mut self, ckpt: &mut Checkpoint, prefix: &str) -> Result<HostLinear> {
+        let bias = ckpt.take(&format!("{prefix}.bias"), self.progress, |r| r.to_f32())?;
+        let quantize = self.quantize;
+        ckpt.take(&format!("{prefix}.weight"), self.progress, |raw| {
+            let [a, b] = [raw.shape[0], raw.shape[1]];
+            let (inputs, outputs) = if raw.transposed { (b, a) } else { (a, b) };
+            linear(&raw, inputs, outputs, raw.transposed, Some(bias), quantize)
+        })
+    }
+
+    /// A `[vocab, embd]` table read as the `[embd → vocab]` LM head.
+    fn head(&mut self, ckpt: &mut Checkpoint, name: &str) -> Result<HostLinear> {
+        let quantize = self.quantize;
+        ckpt.take(name, self.progress, |raw| {
+            let [vocab, embd] = [raw.shape[0], raw.shape[1]];
+            linear(&raw, embd, vocab, true, None, quantize)
+        })
+    }
+}
+
+fn linear(
+    raw: &Raw,
+    inputs: usize,
+    outputs: usize,
+    output_rows: bool,
+    bias: Option<Vec<f32>>,
+    quantize: Option<Quantization>,
+) -> HostLinear {
+    let source = Source {
+        bytes: raw.bytes,
+        dtype: raw.dtype,
+        inputs,
+        outputs,
+        output_rows,
+        done: raw.done,
+    };
+    HostLinear::new(&source, bias, quantize)
+}
 
 /// One GPT-2 block on the host.
 #[derive(Debug, Clone)]
@@ -42,15 +98,20 @@ struct HostBlock {
 }
 
 impl HostBlock {
-    fn new(w: BlockWeights, epsilon: f64) -> Self {
-        HostBlock {
-            ln_1: LayerNorm::new(w.ln_1, epsilon),
-            c_attn: HostLinear::from_data(w.c_attn),
-            attn_proj: HostLinear::from_data(w.attn_proj),
-            ln_2: LayerNorm::new(w.ln_2, epsilon),
-            c_fc: HostLinear::from_data(w.c_fc),
-            mlp_proj: HostLinear::from_data(w.mlp_proj),
-        }
+    fn new(ckpt: &mut Checkpoint, layer: usize, b: &mut Build) -> Result<Self> {
+        let p = |name: &str| format!("h.{layer}.{name}");
+        Ok(HostBlock {
+            ln_1: b.norm(ckpt, &p("ln_1"))?,
+            c_attn: b.linear(ckpt, &p("attn.c_attn"))?,
+            attn_proj: b.linear(ckpt, &p("attn.c_proj"))?,
+            ln_2: b.norm(ckpt, &p("ln_2"))?,
+            c_fc: b.linear(ckpt, &p("mlp.c_fc"))?,
+            mlp_proj: b.linear(ckpt, &p("mlp.c_proj"))?,
+        })
+    }
+
+    fn linears(&self) -> [&HostLinear; 4] {
+        [&self.c_attn, &self.attn_proj, &self.c_fc, &self.mlp_proj]
     }
 
     /// `x` is the residual stream `[tokens, embd]`, updated in place.
@@ -86,8 +147,9 @@ impl Pass<'_> {
 /// GPT-2 on the host.
 #[derive(Debug, Clone)]
 pub struct HostGpt2 {
-    /// `[vocab, embd]` in the stored dtype, for the embedding lookup.
-    wte: HostWeights,
+    /// The token embedding, laid out as an LM head (embedding rows are its columns); `None` when
+    /// the head is tied to it: the lookup then reads the head, and the table is held once.
+    wte: Option<HostLinear>,
     /// `[n_positions, embd]`.
     wpe: Vec<f32>,
     blocks: Vec<HostBlock>,
@@ -101,25 +163,66 @@ pub struct HostGpt2 {
 }
 
 impl HostGpt2 {
-    /// From weights checked against `config`; `head` is the LM head transposed to `[embd, vocab]`.
-    pub fn new(config: &Gpt2Config, w: Gpt2Weights, head: TensorData) -> Self {
-        let eps = config.layer_norm_epsilon;
-        HostGpt2 {
-            wte: HostWeights::from_data(w.wte),
-            wpe: f32_vec(w.wpe),
-            blocks: w
-                .blocks
-                .into_iter()
-                .map(|b| HostBlock::new(b, eps))
-                .collect(),
-            ln_f: LayerNorm::new(w.ln_f, eps),
-            lm_head: HostLinear::new(config.n_embd, config.vocab_size, head.into(), None),
+    /// Builds the model from `ckpt` (checked against `config`), tensor by tensor, each laid out
+    /// for the kernels (tiled in its stored dtype, or quantized) and then released.
+    pub fn new(
+        config: &Gpt2Config,
+        ckpt: &mut Checkpoint,
+        quantize: Option<Quantization>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self> {
+        let mut b = Build {
+            quantize,
+            epsilon: config.layer_norm_epsilon,
+            progress,
+        };
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for layer in 0..config.n_layer {
+            blocks.push(HostBlock::new(ckpt, layer, &mut b)?);
+        }
+        let ln_f = b.norm(ckpt, "ln_f")?;
+        let wpe = ckpt.take("wpe.weight", b.progress, |r| r.to_f32())?;
+        let (wte, lm_head) = if config.tie_word_embeddings {
+            (None, b.head(ckpt, "wte.weight")?)
+        } else {
+            (
+                Some(b.head(ckpt, "wte.weight")?),
+                b.head(ckpt, "lm_head.weight")?,
+            )
+        };
+        let model = HostGpt2 {
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
             embd: config.n_embd,
             activation: config.activation,
             scales: (0..config.n_layer)
                 .map(|layer| config.attention_scale(layer) as f32)
                 .collect(),
+        };
+        if model.linears().any(HostLinear::has_q8_min) {
+            return Err(Error::format(
+                ckpt.path(),
+                "a q8_0 weight holds -128, which llama.cpp never writes (corrupt file?)",
+            ));
         }
+        Ok(model)
+    }
+
+    fn linears(&self) -> impl Iterator<Item = &HostLinear> {
+        self.blocks
+            .iter()
+            .flat_map(HostBlock::linears)
+            .chain(self.wte.as_ref())
+            .chain([&self.lm_head])
+    }
+
+    /// Bytes the weights take in memory, as the kernels read them.
+    pub fn weight_bytes(&self) -> usize {
+        let linears: usize = self.linears().map(HostLinear::weight_bytes).sum();
+        linears + 4 * self.wpe.len()
     }
 
     /// Runs `batch` (already checked) through the model from `cache`; with `last_only`, the LM
@@ -162,7 +265,7 @@ impl HostGpt2 {
             // Padding ids may lie outside the vocabulary; they are masked, so any row will do.
             let real = batch.is_real(t / steps, t % steps);
             let id = if real { batch.tokens()[t] as usize } else { 0 };
-            self.wte.row_into(id, xt);
+            self.wte.as_ref().unwrap_or(&self.lm_head).column_into(id, xt);
             let p = positions[t] as usize;
             add(xt, &self.wpe[p * e..(p + 1) * e]);
         }
@@ -191,7 +294,41 @@ fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Any float tensor's values as f32.
-fn f32_vec(data: TensorData) -> Vec<f32> {
-    data.convert::<f32>().into_vec::<f32>().unwrap_or_default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufFile;
+    use std::path::PathBuf;
+
+    fn repo(path: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    }
+
+    /// The same checkpoint quantized by llama.cpp (`convert_hf_to_gguf.py --outtype q8_0`;
+    /// `llama-quantize --pure` to q4_0) and by decode at load time holds the same weights, bit for
+    /// bit: every block's scale and values, every bias, norm and position embedding.
+    #[test]
+    fn load_time_quantization_equals_llama_cpp_bit_for_bit() {
+        let dir = repo("models/kjv-target");
+        let config = Gpt2Config::from_file(dir.join("config.json")).unwrap();
+        for format in [Quantization::Q8_0, Quantization::Q4_0] {
+            let gguf = repo(&format!("models/gguf/kjv-target-{format}.gguf"));
+            let file = GgufFile::open(&gguf).unwrap_or_else(|e| panic!("fixture missing: {e}"));
+            assert_eq!(file.gpt2_config().unwrap().n_embd, config.n_embd);
+            let mut theirs = Checkpoint::gguf(&file, &config).unwrap();
+            let theirs = HostGpt2::new(&config, &mut theirs, None, &mut |_, _| {}).unwrap();
+            let mut ours =
+                Checkpoint::safetensors(&dir.join("model.safetensors"), &config).unwrap();
+            let ours = HostGpt2::new(&config, &mut ours, Some(format), &mut |_, _| {}).unwrap();
+            for (i, (a, b)) in ours.linears().zip(theirs.linears()).enumerate() {
+                assert!(a == b, "{format}: linear layer {i} differs");
+            }
+            assert_eq!(ours.wpe, theirs.wpe, "{format}: position embedding");
+            assert_eq!(ours.ln_f, theirs.ln_f, "{format}: final layer norm");
+            for (a, b) in ours.blocks.iter().zip(&theirs.blocks) {
+                assert_eq!([&a.ln_1, &a.ln_2], [&b.ln_1, &b.ln_2], "{format}: layer norms");
+            }
+            assert_eq!(ours.weight_bytes(), theirs.weight_bytes());
+        }
+    }
 }
