@@ -4,12 +4,12 @@
 //!   position only, as generation needs).
 //! - `gpt2_small/decode_step/<path>`: one cached decode step at batch 1, averaged over positions
 //!   32..96.
-//! - `gpt2_small/decode_step_batch8/<path>`: the same with 8 rows (GPUs only: the CPU's batch
-//!   figures are in the README).
+//! - `gpt2_small/decode_step_batch8/<path>`: the same with 8 rows (host paths and GPUs).
 //!
-//! `<path>` is `host` (the default on a CPU: plain Rust over host memory) or `tensor-<backend>`
-//! (burn tensor operations on that backend, as a GPU runs them), with the dtype for GPUs
-//! (`tensor-cuda-f16`). criterion reports tokens per second. `cargo bench --bench gpt2` (add
+//! `<path>` is `host` (the default on a CPU: plain Rust over host memory, f32 weights),
+//! `host-f16`, `host-q8_0` or `host-q4_0` (weights stored as f16, or quantized at load), or
+//! `tensor-<backend>` (burn tensor operations on that backend, as a GPU runs them), with the dtype
+//! for GPUs (`tensor-cuda-f16`). criterion reports tokens per second. `cargo bench --bench gpt2` (add
 //! `--features ndarray,candle` to compare burn-ndarray's and burn-candle's tensor paths,
 //! `--features wgpu` or `cuda` for GPUs; on lavapipe, wgpu figures are only a regression guard).
 
@@ -17,7 +17,7 @@ use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use decode::core::{Batch, Cache, LanguageModel};
-use decode::models::gpt2::{ComputePath, LoadOptions};
+use decode::models::gpt2::{ComputePath, LoadOptions, Quantization};
 use decode::models::weights::Gpt2Weights;
 use decode::models::{Gpt2, Gpt2Config};
 
@@ -31,13 +31,16 @@ struct Target<'a, B: Backend> {
     path: ComputePath,
     /// The checkpoint's dtype (random weights converted to it); GPUs keep f16/bf16.
     dtype: DType,
+    /// Weights quantized at load (host path).
+    quantize: Option<Quantization>,
     batch8: bool,
 }
 
 fn bench_path<B: Backend>(c: &mut Criterion, target: Target<'_, B>) {
     let config = Gpt2Config::gpt2_small();
     let weights = Gpt2Weights::random(&config, 7).convert(target.dtype);
-    let options = LoadOptions::default().path(target.path);
+    let mut options = LoadOptions::default().path(target.path);
+    options.quantize = target.quantize;
     let model = match Gpt2::<B>::from_weights_with(config, weights, &target.device, options) {
         Ok(model) => model,
         Err(e) => {
@@ -104,6 +107,7 @@ fn bench_gpu<B: Backend>(c: &mut Criterion, backend: &str, device: B::Device) {
                 device: device.clone(),
                 path: ComputePath::Tensor,
                 dtype,
+                quantize: None,
                 batch8: true,
             },
         );
@@ -120,13 +124,27 @@ fn cpu_target<'a, B: Backend>(
         device,
         path,
         dtype: DType::F32,
+        quantize: None,
         batch8: false,
     }
 }
 
 fn benches(c: &mut Criterion) {
     use decode::models::backend::{Cpu, cpu_device};
-    bench_path::<Cpu>(c, cpu_target("host", cpu_device(), ComputePath::Host));
+    for (name, dtype, quantize) in [
+        ("host", DType::F32, None),
+        ("host-f16", DType::F16, None),
+        ("host-q8_0", DType::F32, Some(Quantization::Q8_0)),
+        ("host-q4_0", DType::F32, Some(Quantization::Q4_0)),
+    ] {
+        let target = Target {
+            dtype,
+            quantize,
+            batch8: true,
+            ..cpu_target(name, cpu_device(), ComputePath::Host)
+        };
+        bench_path::<Cpu>(c, target);
+    }
     bench_path::<Cpu>(
         c,
         cpu_target("tensor-flex", cpu_device(), ComputePath::Tensor),

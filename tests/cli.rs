@@ -444,3 +444,71 @@ fn impossible_request_sizes_print_only_their_error() {
         );
     }
 }
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// The generated ids of a successful `--json` run.
+fn json_ids(run: &Run) -> Vec<u64> {
+    assert!(run.status.success(), "{}", run.describe());
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON object");
+    assert!(out["load"]["seconds"].is_number(), "{}", run.stdout);
+    out["sequences"][0]["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("an id"))
+        .collect()
+}
+
+/// llama.cpp's q8_0 GGUF of the embedded model and `--quantize q8_0` of its checkpoint hold the
+/// same weights, so they generate the same tokens; the GGUF brings its own tokenizer.
+#[test]
+fn a_gguf_file_and_load_time_quantization_generate_the_same_text() {
+    for format in ["q8_0", "q4_0"] {
+        let common = ["--prompt", "And God said", "--max-new-tokens", "12", "--json"];
+        let gguf = repo(&format!("models/gguf/kjv-target-{format}.gguf"));
+        let mut from_file = vec!["--model", gguf.as_str()];
+        from_file.extend(common);
+        let dir = repo("models/kjv-target");
+        let mut at_load = vec!["--model", dir.as_str(), "--quantize", format];
+        at_load.extend(common);
+        let (a, b) = (
+            generate(&from_file, To::Pipe, To::Pipe),
+            generate(&at_load, To::Pipe, To::Pipe),
+        );
+        let ids = json_ids(&a);
+        assert_eq!(ids.len(), 12);
+        assert_eq!(ids, json_ids(&b), "{format}");
+    }
+}
+
+#[test]
+fn quantize_mistakes_are_one_line_errors() {
+    let gguf = repo("models/gguf/kjv-target-q8_0.gguf");
+    generate(
+        &["--model", &gguf, "--quantize", "q4_0", "--prompt", "And"],
+        To::Pipe,
+        To::Pipe,
+    )
+    .failed_cleanly()
+    .says(&["already quantized to q8_0"]);
+    generate(&["--quantize", "q3_k", "--prompt", "And"], To::Pipe, To::Pipe)
+        .failed_cleanly()
+        .says(&["q3_k"]);
+    // Not a GGUF file (nor a directory): named, in one line.
+    let scratch = Scratch::new("gguf");
+    let bad = scratch.0.join("model.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    generate(
+        &["--model", &bad.display().to_string(), "--prompt", "And"],
+        To::Pipe,
+        To::Pipe,
+    )
+    .failed_cleanly()
+    .says(&["model.gguf"]);
+}

@@ -384,7 +384,7 @@ impl Checkpoint {
         let mut read = |name: &str| -> Result<TensorData> {
             self.take(name, progress, |raw| {
                 let shape = raw.shape.to_vec();
-                let data = match raw.dtype {
+                match raw.dtype {
                     Stored::F32 | Stored::F16 | Stored::BF16 if !raw.transposed => {
                         let dtype = match raw.dtype {
                             Stored::F16 => DType::F16,
@@ -409,8 +409,7 @@ impl Checkpoint {
                             TensorData::new(values, shape)
                         }
                     }
-                };
-                data
+                }
             })
         };
         let mut pair = |prefix: &str| -> Result<[TensorData; 2]> {

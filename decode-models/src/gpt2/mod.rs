@@ -157,7 +157,7 @@ impl LoadOptions {
 /// The weights, laid out for one of the two paths.
 #[derive(Debug, Clone)]
 enum Body<B: Backend> {
-    Host(HostGpt2),
+    Host(Box<HostGpt2>),
     Tensor(BurnGpt2<B>),
 }
 
@@ -248,7 +248,8 @@ impl<B: Backend> Gpt2<B> {
             ));
         }
         let body = if host {
-            Body::Host(HostGpt2::new(&config, &mut ckpt, options.quantize, progress)?)
+            let model = HostGpt2::new(&config, &mut ckpt, options.quantize, progress)?;
+            Body::Host(Box::new(model))
         } else {
             if let Some(format) = options.quantize {
                 return Err(Error::Unsupported(format!(

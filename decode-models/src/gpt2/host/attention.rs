@@ -11,6 +11,9 @@ use rayon::prelude::*;
 
 /// Below this many multiply-adds the heads run on the calling thread.
 const PARALLEL_WORK: usize = 1 << 15;
+/// From this many new tokens a head transposes its keys first (the transpose costs about one
+/// query's work).
+const TRANSPOSE_FROM: usize = 8;
 
 /// Where the new tokens of a pass go.
 #[derive(Debug, Clone, Copy)]
@@ -120,35 +123,55 @@ impl Head<'_> {
     #[inline(always)]
     fn attend_lanes(&self, out: &mut [f32]) {
         let hd = self.head_dim;
-        let mut scores = vec![0f32; self.keys.len() / hd];
+        let len = self.keys.len() / hd;
+        let mut scores = vec![0f32; len];
+        // Many queries (a prompt): the keys transposed once, `[head_dim][len]`, so each query's
+        // scores are `head_dim` contiguous multiply-adds over the keys instead of one dot
+        // product (and its horizontal sum) per key.
+        let transposed = (out.len() / hd >= TRANSPOSE_FROM).then(|| {
+            let mut t = vec![0f32; hd * len];
+            for (j, k) in self.keys.chunks_exact(hd).enumerate() {
+                for (d, &v) in k.iter().enumerate() {
+                    t[d * len + j] = v;
+                }
+            }
+            t
+        });
         for (i, o) in out.chunks_exact_mut(hd).enumerate() {
             let me = self.start + i;
             let q = &self.queries[i * self.query_stride..][..hd];
             let scores = &mut scores[..=me];
+            match &transposed {
+                Some(t) => {
+                    scores.fill(0.0);
+                    for (&qd, column) in q.iter().zip(t.chunks_exact(len)) {
+                        for (s, &k) in scores.iter_mut().zip(column) {
+                            *s += qd * k;
+                        }
+                    }
+                }
+                None => {
+                    for (s, k) in scores.iter_mut().zip(self.keys.chunks_exact(hd)) {
+                        *s = dot(q, k);
+                    }
+                }
+            }
             let mut max = f32::NEG_INFINITY;
-            for (j, (s, k)) in scores
-                .iter_mut()
-                .zip(self.keys.chunks_exact(hd))
-                .enumerate()
-            {
+            for (j, s) in scores.iter_mut().enumerate() {
                 *s = if j == me || self.real[j] {
-                    dot(q, k) * self.scale
+                    *s * self.scale
                 } else {
                     f32::NEG_INFINITY
                 };
                 max = max.max(*s);
             }
-            let mut sum = 0f32;
             for s in scores.iter_mut() {
                 // exp(−∞) must be 0: the vectorised exp saturates, so hidden slots are zeroed.
-                *s = if *s == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    ops::exp(*s - max)
-                };
-                sum += *s;
+                // (No running sum here: a sequential f32 sum would keep the loop scalar.)
+                let e = ops::exp(*s - max);
+                *s = if *s == f32::NEG_INFINITY { 0.0 } else { e };
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / sum(scores);
             for (&s, v) in scores.iter().zip(self.values.chunks_exact(hd)) {
                 if s > 0.0 {
                     let p = s * inv;
@@ -159,6 +182,20 @@ impl Head<'_> {
             }
         }
     }
+}
+
+/// `Σ v`, in sixteen lanes so it vectorises.
+#[inline(always)]
+fn sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `a · b`, in sixteen lanes so it vectorises.
@@ -217,5 +254,32 @@ mod tests {
             1.0,
         );
         assert_eq!(third, [4., 8., 10., 12.]);
+    }
+
+    /// A prompt long enough for the transposed-keys path gives what one token at a time gives
+    /// (the per-key dot products), padding slots included.
+    #[test]
+    fn prompt_path_matches_the_step_path() {
+        let (heads, head_dim, steps) = (2, 16, 20);
+        let embd = heads * head_dim;
+        let qkv: Vec<f32> = (0..steps * 3 * embd)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0)
+            .collect();
+        let real: Vec<bool> = (0..steps).map(|j| j % 5 != 3).collect();
+        let layer = || HostLayer {
+            keys: vec![0.0; heads * steps * head_dim],
+            values: vec![0.0; heads * steps * head_dim],
+            shape: [1, heads, steps, head_dim],
+        };
+        let mut whole = layer();
+        let at_once = attend(&qkv, &mut whole, Span { steps, start: 0 }, &[&real], 0.25);
+        let mut stepped = layer();
+        for i in 0..steps {
+            let token = &qkv[i * 3 * embd..(i + 1) * 3 * embd];
+            let got = attend(token, &mut stepped, Span { steps: 1, start: i }, &[&real[..=i]], 0.25);
+            for (a, b) in got.iter().zip(&at_once[i * embd..(i + 1) * embd]) {
+                assert!((a - b).abs() < 1e-5, "token {i}: {a} vs {b}");
+            }
+        }
     }
 }

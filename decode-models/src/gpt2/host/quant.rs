@@ -12,7 +12,6 @@
 //! where the CPU has it, and a portable loop that is the reference for both.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 
 /// Weights per block.
 pub const BLOCK: usize = 32;
@@ -90,16 +89,33 @@ fn quantize_q4_0(x: &[f32], q: &mut [u8]) -> f16 {
     f16::from_f32(d)
 }
 
-/// A quantized matrix, one row per output, blocks along the inputs (GGUF's layout for a linear
-/// layer's weight).
+/// Outputs per panel: the SIMD kernels compute sixteen outputs at once, one per 32-bit lane of a
+/// 512-bit vector (two 256-bit halves of eight with AVX2).
+pub const PANEL: usize = 16;
+
+/// 64 bytes on a cache line of their own (the panels' storage unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A quantized matrix, one row per output and blocks along the inputs (GGUF's layout for a linear
+/// layer's weight), held as panels of [`PANEL`] outputs with their blocks interleaved.
+///
+/// Panel `p` holds outputs `16p..16p + 16` (the last one is padded with zero outputs). Its block
+/// `b` is 16 scales and `16 · block_bytes` bytes of values: 64-byte line `l` holds, at byte
+/// `4c + i`, output `16p + c`'s weight `4l + i` of the block (q8_0), or its weights `8l + i`
+/// (low nibble) and `8l + 4 + i` (high nibble) (q4_0). A 512-bit load is then four consecutive
+/// weights of sixteen outputs, the `u8` operand of `dpbusd` against four activations broadcast to
+/// every lane: the lanes sum whole blocks without any shuffle. The bytes per weight are GGUF's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantMatrix {
     format: Format,
+    outputs: usize,
     /// Inputs rounded up to a whole block (the padding weights are zero).
     padded: usize,
-    /// `[outputs][padded / 32][block_bytes]`.
-    quants: Vec<u8>,
-    /// `[outputs][padded / 32]`.
+    /// `[panels][padded / 32][PANEL · block_bytes / 64]`.
+    quants: Vec<Line>,
+    /// `[panels][padded / 32][PANEL]`.
     scales: Vec<f16>,
 }
 
@@ -108,12 +124,13 @@ impl QuantMatrix {
     /// [`QuantMatrix::set_block`] or [`QuantMatrix::set_gguf_row`].
     pub fn zeroed(format: Format, outputs: usize, inputs: usize) -> Self {
         let padded = inputs.div_ceil(BLOCK) * BLOCK;
-        let blocks = outputs * (padded / BLOCK);
+        let blocks = outputs.div_ceil(PANEL) * (padded / BLOCK);
         QuantMatrix {
             format,
+            outputs,
             padded,
-            quants: vec![0; blocks * format.block_bytes()],
-            scales: vec![f16::ZERO; blocks],
+            quants: vec![Line([0; 64]); blocks * format.block_bytes() * PANEL / 64],
+            scales: vec![f16::ZERO; blocks * PANEL],
         }
     }
 
@@ -122,15 +139,99 @@ impl QuantMatrix {
         self.padded
     }
 
+    fn block_count(&self) -> usize {
+        self.padded / BLOCK
+    }
+
+    /// Bytes of values in one panel's block.
+    fn panel_block_bytes(&self) -> usize {
+        PANEL * self.format.block_bytes()
+    }
+
+    fn quant_bytes(&self) -> &[u8] {
+        // SAFETY: `Line` is 64 plain bytes (`repr(C)`, no padding).
+        unsafe { std::slice::from_raw_parts(self.quants.as_ptr().cast(), self.quants.len() * 64) }
+    }
+
+    fn quant_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `quant_bytes`.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.quants.as_mut_ptr().cast(), self.quants.len() * 64)
+        }
+    }
+
+    /// Where block `b` of output `j` lives: its panel block's first byte and scale, and the lane.
+    fn place(&self, j: usize, b: usize) -> (usize, usize, usize) {
+        let at = (j / PANEL) * self.block_count() + b;
+        (at * self.panel_block_bytes(), at * PANEL + j % PANEL, j % PANEL)
+    }
+
+    /// Stores block `b` of output `j`, given in GGUF's layout (`block_bytes` of `q`).
+    fn store_block(&mut self, j: usize, b: usize, d: f16, q: &[u8]) {
+        let (base, s, c) = self.place(j, b);
+        self.scales[s] = d;
+        let format = self.format;
+        let bytes = &mut self.quant_bytes_mut()[base..base + PANEL * format.block_bytes()];
+        match format {
+            Format::Q8_0 => {
+                for (k, &v) in q.iter().enumerate().take(BLOCK) {
+                    bytes[(k / 4) * 64 + 4 * c + k % 4] = v;
+                }
+            }
+            Format::Q4_0 => {
+                let nibble = |k: usize| {
+                    if k < BLOCK / 2 {
+                        q[k] & 0x0f
+                    } else {
+                        q[k - BLOCK / 2] >> 4
+                    }
+                };
+                for l in 0..4 {
+                    for i in 0..4 {
+                        bytes[l * 64 + 4 * c + i] = nibble(8 * l + i) | (nibble(8 * l + 4 + i) << 4);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Block `b` of output `j` in GGUF's layout (the first `block_bytes` of the array).
+    fn load_block(&self, j: usize, b: usize) -> (f16, [u8; BLOCK]) {
+        let (base, s, c) = self.place(j, b);
+        let bytes = &self.quant_bytes()[base..base + self.panel_block_bytes()];
+        let mut q = [0u8; BLOCK];
+        match self.format {
+            Format::Q8_0 => {
+                for (k, v) in q.iter_mut().enumerate() {
+                    *v = bytes[(k / 4) * 64 + 4 * c + k % 4];
+                }
+            }
+            Format::Q4_0 => {
+                for l in 0..4 {
+                    for i in 0..4 {
+                        let v = bytes[l * 64 + 4 * c + i];
+                        for (k, n) in [(8 * l + i, v & 0x0f), (8 * l + 4 + i, v >> 4)] {
+                            if k < BLOCK / 2 {
+                                q[k] |= n;
+                            } else {
+                                q[k - BLOCK / 2] |= n << 4;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (self.scales[s], q)
+    }
+
     /// Quantizes block `b` of output `j` from up to 32 values (zero-padded).
     pub fn set_block(&mut self, j: usize, b: usize, values: &[f32]) {
         let mut block = [0f32; BLOCK];
         block[..values.len()].copy_from_slice(values);
-        let at = j * (self.padded / BLOCK) + b;
+        let mut q = [0u8; BLOCK];
         let bytes = self.format.block_bytes();
-        self.scales[at] = self
-            .format
-            .quantize_block(&block, &mut self.quants[at * bytes..(at + 1) * bytes]);
+        let d = self.format.quantize_block(&block, &mut q[..bytes]);
+        self.store_block(j, b, d, &q[..bytes]);
     }
 
     /// Quantizes output `j`'s weights (`inputs` values).
@@ -142,70 +243,56 @@ impl QuantMatrix {
 
     /// Output `j`'s blocks as GGUF stores them (`[f16 scale][values]`, `2 + block_bytes` each).
     pub fn set_gguf_row(&mut self, j: usize, raw: &[u8]) {
-        let per_row = self.padded / BLOCK;
         let bytes = self.format.block_bytes();
-        for (b, block) in raw.chunks_exact(2 + bytes).take(per_row).enumerate() {
-            let at = j * per_row + b;
-            self.scales[at] = f16::from_le_bytes([block[0], block[1]]);
-            self.quants[at * bytes..(at + 1) * bytes].copy_from_slice(&block[2..]);
+        for (b, block) in raw.chunks_exact(2 + bytes).take(self.block_count()).enumerate() {
+            self.store_block(j, b, f16::from_le_bytes([block[0], block[1]]), &block[2..]);
         }
     }
 
-    /// Bytes held.
+    /// Bytes held (the last panel's padding outputs included).
     pub fn bytes(&self) -> usize {
-        self.quants.len() + 2 * self.scales.len()
+        self.quants.len() * 64 + 2 * self.scales.len()
     }
 
     /// Output `j`'s weights dequantized into `out` (the first `out.len()` inputs).
     pub fn row_into(&self, j: usize, out: &mut [f32]) {
-        let per_row = self.padded / BLOCK;
-        let bytes = self.format.block_bytes();
         for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
-            let at = j * per_row + b;
-            let d = self.scales[at].to_f32();
-            let q = self.format.unpack(&self.quants[at * bytes..(at + 1) * bytes]);
+            let (d, q) = self.load_block(j, b);
+            let d = d.to_f32();
+            let q = self.format.unpack(&q[..self.format.block_bytes()]);
             for (o, &v) in chunk.iter_mut().zip(&q) {
                 *o = d * v as f32;
             }
         }
     }
 
-    /// The quantized bytes of output `j` and its scales.
-    fn row(&self, j: usize) -> (&[u8], &[f16]) {
-        let per_row = self.padded / BLOCK;
-        let bytes = per_row * self.format.block_bytes();
-        (
-            &self.quants[j * bytes..(j + 1) * bytes],
-            &self.scales[j * per_row..(j + 1) * per_row],
-        )
-    }
-
     /// The blocks of output `j` as `(scale, values)` (for tests comparing with other quantizers).
     #[cfg(test)]
     pub fn blocks(&self, j: usize) -> impl Iterator<Item = (f16, [i8; BLOCK])> + '_ {
-        let (quants, scales) = self.row(j);
-        scales
-            .iter()
-            .zip(quants.chunks_exact(self.format.block_bytes()))
-            .map(|(&d, q)| (d, self.format.unpack(q)))
+        (0..self.block_count()).map(move |b| {
+            let (d, q) = self.load_block(j, b);
+            (d, self.format.unpack(&q[..self.format.block_bytes()]))
+        })
     }
 
-    /// Whether a q8_0 matrix holds −128, which llama.cpp's quantizers never write and which the
-    /// SIMD kernels' sign trick cannot negate.
+    /// Whether a q8_0 matrix holds −128, which llama.cpp's quantizers never write (the kernels
+    /// compute it exactly, but a file holding it was not written by llama.cpp).
     pub fn has_q8_min(&self) -> bool {
-        self.format == Format::Q8_0 && self.quants.iter().any(|&b| b == 0x80)
+        self.format == Format::Q8_0 && self.quant_bytes().iter().any(|&b| b == 0x80)
     }
 }
 
 /// Activation rows quantized to q8_0 (scales kept in f32), in the forms the kernels read.
 pub struct QuantRows {
+    rows: usize,
     padded: usize,
     /// `[rows][padded]`.
     values: Vec<i8>,
-    /// `|values|` (the unsigned operand of the `u8 × i8` products).
-    magnitudes: Vec<u8>,
     /// `[rows][padded / 32]`.
     scales: Vec<f32>,
+    /// `[rows][padded / 32]`: each block's `Σ values` (the kernels take the weights as unsigned,
+    /// `w + 128` or q4_0's nibble `w + 8`, and subtract `128 · Σx` or `8 · Σx` per block).
+    sums: Vec<i32>,
 }
 
 impl QuantRows {
@@ -214,6 +301,7 @@ impl QuantRows {
         let blocks = padded / BLOCK;
         let mut values = vec![0i8; rows * padded];
         let mut scales = vec![0f32; rows * blocks];
+        let mut sums = vec![0i32; rows * blocks];
         for r in 0..rows {
             let row = &x[r * inputs..(r + 1) * inputs];
             for (b, chunk) in row.chunks(BLOCK).enumerate() {
@@ -221,44 +309,39 @@ impl QuantRows {
                 let d = amax / 127.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 let out = &mut values[r * padded + b * BLOCK..];
+                let mut sum = 0i32;
                 for (q, &v) in out.iter_mut().zip(chunk) {
-                    *q = (v * id).round() as i8;
+                    *q = round_half_away(v * id) as i8;
+                    sum += *q as i32;
                 }
                 scales[r * blocks + b] = d;
+                sums[r * blocks + b] = sum;
             }
         }
-        let magnitudes = values.iter().map(|v| v.unsigned_abs()).collect();
         QuantRows {
+            rows,
             padded,
             values,
-            magnitudes,
             scales,
-        }
-    }
-
-    fn row(&self, r: usize) -> Row<'_> {
-        let blocks = self.padded / BLOCK;
-        Row {
-            values: &self.values[r * self.padded..(r + 1) * self.padded],
-            magnitudes: &self.magnitudes[r * self.padded..(r + 1) * self.padded],
-            scales: &self.scales[r * blocks..(r + 1) * blocks],
+            sums,
         }
     }
 }
 
-/// One activation row.
-#[derive(Clone, Copy)]
-struct Row<'a> {
-    values: &'a [i8],
-    magnitudes: &'a [u8],
-    scales: &'a [f32],
+/// C's `roundf` (half away from zero) without a libm call: `v − trunc(v)` is exact.
+#[inline(always)]
+fn round_half_away(v: f32) -> f32 {
+    let t = v.trunc();
+    if (v - t).abs() >= 0.5 { t + 1f32.copysign(v) } else { t }
 }
 
 /// The dot-product kernels, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// AVX-512 VNNI's `dpbusd` on 256-bit vectors.
-    Vnni,
+    /// AVX-512 VNNI's `dpbusd` on 512-bit vectors: a panel of sixteen outputs per vector.
+    Avx512Vnni,
+    /// AVX-VNNI's `dpbusd` on 256-bit vectors.
+    AvxVnni,
     /// AVX2's `maddubs` + `madd`.
     Avx2,
     /// Plain Rust: the reference.
@@ -266,32 +349,49 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The best kernel this CPU runs.
-    pub fn detect() -> Kernel {
+    const ALL: [Kernel; 4] = [
+        Kernel::Avx512Vnni,
+        Kernel::AvxVnni,
+        Kernel::Avx2,
+        Kernel::Portable,
+    ];
+
+    /// Whether this CPU runs the kernel.
+    fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512vnni")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx2")
+            let avx2 = is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
-            {
-                return Kernel::Vnni;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Kernel::Avx2;
+                && is_x86_feature_detected!("f16c");
+            match self {
+                Kernel::Avx512Vnni => {
+                    is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512vnni")
+                }
+                Kernel::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
+                Kernel::Avx2 => avx2,
+                Kernel::Portable => true,
             }
         }
-        Kernel::Portable
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Kernel::Portable
+        }
+    }
+
+    /// The best kernel this CPU runs.
+    pub fn detect() -> Kernel {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.supported())
+            .unwrap_or(Kernel::Portable)
     }
 
     /// Every kernel this CPU runs (for tests).
     #[cfg(test)]
     pub fn available() -> Vec<Kernel> {
-        let best = Kernel::detect();
-        [Kernel::Vnni, Kernel::Avx2, Kernel::Portable]
-            .into_iter()
-            .filter(|&k| k >= best)
-            .collect()
+        Kernel::ALL.into_iter().filter(|k| k.supported()).collect()
     }
 }
 
@@ -302,16 +402,14 @@ impl PartialOrd for Kernel {
 }
 
 impl Ord for Kernel {
-    /// Best first: `Vnni < Avx2 < Portable`.
+    /// Best first: `Avx512Vnni < AvxVnni < Avx2 < Portable`.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (*self as u8).cmp(&(*other as u8))
     }
 }
 
-/// Rows that share each weight load.
-const GROUP: usize = 4;
-
 /// `out[r][c] = Σ_k x[r][k] · w[first + c][k]` for `c < width` (out rows `stride` apart).
+#[allow(clippy::too_many_arguments)]
 pub fn product(
     kernel: Kernel,
     w: &QuantMatrix,
@@ -322,148 +420,421 @@ pub fn product(
     out: &mut [f32],
     stride: usize,
 ) {
-    let blocks = w.padded / BLOCK;
-    let mut scales = vec![0f32; blocks];
-    for c in 0..width {
-        let (quants, wd) = w.row(first + c);
-        wd.convert_to_f32_slice(&mut scales);
-        let mut r = 0;
-        while r < rows {
-            let n = GROUP.min(rows - r);
-            let mut xs = [x.row(r); GROUP];
-            for (i, slot) in xs.iter_mut().enumerate().take(n) {
-                *slot = x.row(r + i);
-            }
-            let sums = dot(kernel, w.format, quants, &scales, &xs[..n]);
-            for (i, s) in sums.iter().enumerate().take(n) {
-                out[(r + i) * stride + c] = *s;
-            }
-            r += n;
-        }
+    assert!(first + width <= w.outputs, "columns {first}+{width} of {}", w.outputs);
+    assert!(rows <= x.rows && x.padded == w.padded, "activations do not fit the weights");
+    assert!(rows == 0 || out.len() >= (rows - 1) * stride + width, "output too short");
+    assert!(width <= stride || rows <= 1, "stride {stride} < width {width}");
+    if width == 0 || rows == 0 {
+        return;
     }
-}
-
-/// Up to [`GROUP`] rows' dot products with one weight row.
-#[inline]
-fn dot(kernel: Kernel, format: Format, w: &[u8], wd: &[f32], xs: &[Row]) -> [f32; GROUP] {
     #[cfg(target_arch = "x86_64")]
     {
+        let job = Job {
+            w,
+            first,
+            width,
+            x,
+            rows,
+            out: out.as_mut_ptr(),
+            stride,
+        };
+        assert!(kernel.supported(), "{kernel:?} is not supported on this CPU");
         match kernel {
-            // SAFETY: `Kernel::detect` found these features.
-            Kernel::Vnni => return unsafe { x86::dot_vnni(format, w, wd, xs) },
+            // SAFETY: `supported` checked the features; `job`'s bounds were checked above.
+            Kernel::Avx512Vnni => return unsafe { x86::product_avx512(&job) },
             // SAFETY: as above.
-            Kernel::Avx2 => return unsafe { x86::dot_avx2(format, w, wd, xs) },
+            Kernel::AvxVnni => return unsafe { x86::product_avxvnni(&job) },
+            // SAFETY: as above.
+            Kernel::Avx2 => return unsafe { x86::product_avx2(&job) },
             Kernel::Portable => {}
         }
     }
-    let _ = kernel;
-    dot_portable(format, w, wd, xs)
+    product_portable(w, first, width, x, rows, out, stride);
+}
+
+/// One product's operands (bounds checked by [`product`]).
+#[cfg(target_arch = "x86_64")]
+struct Job<'a> {
+    w: &'a QuantMatrix,
+    first: usize,
+    width: usize,
+    x: &'a QuantRows,
+    rows: usize,
+    out: *mut f32,
+    stride: usize,
 }
 
 /// The reference: exact integer sums per block, then `acc += (d_w · d_x) · sum`.
-fn dot_portable(format: Format, w: &[u8], wd: &[f32], xs: &[Row]) -> [f32; GROUP] {
-    let bytes = format.block_bytes();
-    let mut acc = [0f32; GROUP];
-    for (b, &d) in wd.iter().enumerate() {
-        let q = format.unpack(&w[b * bytes..(b + 1) * bytes]);
-        for (a, x) in acc.iter_mut().zip(xs) {
-            let xv = &x.values[b * BLOCK..(b + 1) * BLOCK];
-            let sum: i32 = q.iter().zip(xv).map(|(&w, &x)| w as i32 * x as i32).sum();
-            *a += d * x.scales[b] * sum as f32;
+fn product_portable(
+    w: &QuantMatrix,
+    first: usize,
+    width: usize,
+    x: &QuantRows,
+    rows: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let blocks = w.block_count();
+    let mut acc = vec![0f32; rows];
+    for c in 0..width {
+        acc.fill(0.0);
+        for b in 0..blocks {
+            let (d, q) = w.load_block(first + c, b);
+            let d = d.to_f32();
+            let q = w.format.unpack(&q[..w.format.block_bytes()]);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = &x.values[r * x.padded + b * BLOCK..][..BLOCK];
+                let sum: i32 = q.iter().zip(xv).map(|(&w, &x)| w as i32 * x as i32).sum();
+                *a += d * x.scales[r * blocks + b] * sum as f32;
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            out[r * stride + c] = *a;
         }
     }
-    acc
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, Format, GROUP, Row};
+    use super::{BLOCK, Format, Job, PANEL};
 
-    /// The 32 weights of block `b` as `i8` lanes.
+    /// Rows per register block when there are several.
+    const ROWS: usize = 4;
+
+    impl Job<'_> {
+        fn panels(&self) -> (usize, usize) {
+            (self.first / PANEL, (self.first + self.width).div_ceil(PANEL))
+        }
+
+        /// Writes row `r`'s outputs of panel `p` (sixteen lanes in `lanes`).
+        #[inline(always)]
+        unsafe fn store(&self, r: usize, p: usize, lanes: &[f32; PANEL]) {
+            let c0 = p * PANEL;
+            let lo = c0.max(self.first);
+            let hi = (c0 + PANEL).min(self.first + self.width);
+            unsafe {
+                let dst = self.out.add(r * self.stride + lo - self.first);
+                std::ptr::copy_nonoverlapping(lanes.as_ptr().add(lo - c0), dst, hi - lo);
+            }
+        }
+    }
+
+    /// `-(Σx << shift)` for row `r`, block `b`: the offset's correction.
     #[inline(always)]
-    unsafe fn load_block(format: Format, w: *const u8, b: usize) -> __m256i {
+    unsafe fn correction(job: &Job, r: usize, b: usize, shift: u32) -> i32 {
+        let blocks = job.w.padded / BLOCK;
+        unsafe { -(*job.x.sums.get_unchecked(r * blocks + b) << shift) }
+    }
+
+    #[inline(always)]
+    unsafe fn x_scale(job: &Job, r: usize, b: usize) -> f32 {
+        let blocks = job.w.padded / BLOCK;
+        unsafe { *job.x.scales.get_unchecked(r * blocks + b) }
+    }
+
+    /// Four activations of row `r` from input `k`, as one `i32`.
+    #[inline(always)]
+    unsafe fn x4(job: &Job, r: usize, k: usize) -> i32 {
         unsafe {
-            match format {
-                Format::Q8_0 => _mm256_loadu_si256(w.add(b * BLOCK) as *const __m256i),
-                Format::Q4_0 => {
-                    let raw = _mm_loadu_si128(w.add(b * BLOCK / 2) as *const __m128i);
+            (job.x.values.as_ptr().add(r * job.x.padded + k) as *const i32).read_unaligned()
+        }
+    }
+
+    // ---------------------------------------------------------------- 512-bit: AVX-512 VNNI
+
+    /// `R` rows × `P` panels from panel `p0`, row `r0`: sixteen lanes per panel.
+    #[inline(always)]
+    unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(
+        job: &Job,
+        p0: usize,
+        r0: usize,
+    ) {
+        unsafe {
+            let w = job.w;
+            let blocks = w.padded / BLOCK;
+            let pb = w.panel_block_bytes();
+            let quants = w.quant_bytes().as_ptr().add(p0 * blocks * pb);
+            let scales = w.scales.as_ptr().add(p0 * blocks * PANEL);
+            let shift = if Q4 { 3 } else { 7 };
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for b in 0..blocks {
+                let mut sums = [[_mm512_setzero_si512(); P]; R];
+                for (r, s) in sums.iter_mut().enumerate() {
+                    *s = [_mm512_set1_epi32(correction(job, r0 + r, b, shift)); P];
+                }
+                if Q4 {
+                    let low = _mm512_set1_epi8(0x0f);
+                    for l in 0..4 {
+                        let mut lo = [_mm512_setzero_si512(); P];
+                        let mut hi = [_mm512_setzero_si512(); P];
+                        for p in 0..P {
+                            let v = _mm512_load_si512(
+                                quants.add((p * blocks + b) * pb + l * 64) as *const _,
+                            );
+                            lo[p] = _mm512_and_si512(v, low);
+                            hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+                        }
+                        for r in 0..R {
+                            let xl = _mm512_set1_epi32(x4(job, r0 + r, b * BLOCK + 8 * l));
+                            let xh = _mm512_set1_epi32(x4(job, r0 + r, b * BLOCK + 8 * l + 4));
+                            for p in 0..P {
+                                sums[r][p] = _mm512_dpbusd_epi32(sums[r][p], lo[p], xl);
+                                sums[r][p] = _mm512_dpbusd_epi32(sums[r][p], hi[p], xh);
+                            }
+                        }
+                    }
+                } else {
+                    let flip = _mm512_set1_epi8(-128);
+                    for l in 0..8 {
+                        let mut u = [_mm512_setzero_si512(); P];
+                        for p in 0..P {
+                            let v = _mm512_load_si512(
+                                quants.add((p * blocks + b) * pb + l * 64) as *const _,
+                            );
+                            u[p] = _mm512_xor_si512(v, flip);
+                        }
+                        for r in 0..R {
+                            let xb = _mm512_set1_epi32(x4(job, r0 + r, b * BLOCK + 4 * l));
+                            for p in 0..P {
+                                sums[r][p] = _mm512_dpbusd_epi32(sums[r][p], u[p], xb);
+                            }
+                        }
+                    }
+                }
+                let mut dw = [_mm512_setzero_ps(); P];
+                for (p, d) in dw.iter_mut().enumerate() {
+                    *d = _mm512_cvtph_ps(_mm256_loadu_si256(
+                        scales.add((p * blocks + b) * PANEL) as *const _,
+                    ));
+                }
+                for r in 0..R {
+                    let dx = _mm512_set1_ps(x_scale(job, r0 + r, b));
+                    for p in 0..P {
+                        let s = _mm512_mul_ps(dw[p], dx);
+                        acc[r][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][p]), s, acc[r][p]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for p in 0..P {
+                    let mut lanes = [0f32; PANEL];
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][p]);
+                    job.store(r0 + r, p0 + p, &lanes);
+                }
+            }
+        }
+    }
+
+    /// Every row of panels `p0..p0 + P`, `ROWS` at a time.
+    #[inline(always)]
+    unsafe fn rows512<const P: usize, const Q4: bool>(job: &Job, p0: usize) {
+        unsafe {
+            let mut r = 0;
+            while r + ROWS <= job.rows {
+                tile512::<ROWS, P, Q4>(job, p0, r);
+                r += ROWS;
+            }
+            match job.rows - r {
+                1 => tile512::<1, P, Q4>(job, p0, r),
+                2 => tile512::<2, P, Q4>(job, p0, r),
+                3 => tile512::<3, P, Q4>(job, p0, r),
+                _ => {}
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn run512<const Q4: bool>(job: &Job) {
+        unsafe {
+            let (mut p, end) = job.panels();
+            if job.rows == 1 {
+                while p + 4 <= end {
+                    tile512::<1, 4, Q4>(job, p, 0);
+                    p += 4;
+                }
+                while p < end {
+                    tile512::<1, 1, Q4>(job, p, 0);
+                    p += 1;
+                }
+                return;
+            }
+            while p + 2 <= end {
+                rows512::<2, Q4>(job, p);
+                p += 2;
+            }
+            if p < end {
+                rows512::<1, Q4>(job, p);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn product_avx512(job: &Job) {
+        unsafe {
+            match job.w.format {
+                Format::Q8_0 => run512::<false>(job),
+                Format::Q4_0 => run512::<true>(job),
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- 256-bit: AVX2, AVX-VNNI
+
+    /// `R` rows × `H / 2` panels (`H` 256-bit halves of eight outputs) from panel `p0`, row
+    /// `r0`. `VNNI`: `dpbusd` on unsigned weights, as [`tile512`]; otherwise AVX2's `maddubs` on
+    /// `|w|` and `sign(x, w)` (q8_0: `|w|` ≤ 128 read as `u8`, so even −128 is exact, and a pair
+    /// sums to at most 2 · 128 · 127 < 2^15) or on the nibbles, summed in `i16` over a block
+    /// (q4_0: at most 8 · 2 · 15 · 127 < 2^15) before the offset's correction.
+    #[inline(always)]
+    unsafe fn tile256<const R: usize, const H: usize, const Q4: bool, const VNNI: bool>(
+        job: &Job,
+        p0: usize,
+        r0: usize,
+    ) {
+        unsafe {
+            let w = job.w;
+            let blocks = w.padded / BLOCK;
+            let pb = w.panel_block_bytes();
+            let quants = w.quant_bytes().as_ptr().add(p0 * blocks * pb);
+            let scales = w.scales.as_ptr().add(p0 * blocks * PANEL);
+            let at = |h: usize, b: usize, l: usize| {
+                quants.add(((h / 2) * blocks + b) * pb + l * 64 + 32 * (h % 2)) as *const __m256i
+            };
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_ps(); H]; R];
+            for b in 0..blocks {
+                let mut sums = [[_mm256_setzero_si256(); H]; R];
+                if Q4 {
                     let low = _mm256_set1_epi8(0x0f);
-                    let nibbles = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-                    _mm256_sub_epi8(_mm256_and_si256(nibbles, low), _mm256_set1_epi8(8))
+                    let mut s16 = [[_mm256_setzero_si256(); H]; R];
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        *s = [_mm256_set1_epi32(correction(job, r0 + r, b, 3)); H];
+                    }
+                    for l in 0..4 {
+                        let mut lo = [_mm256_setzero_si256(); H];
+                        let mut hi = [_mm256_setzero_si256(); H];
+                        for h in 0..H {
+                            let v = _mm256_load_si256(at(h, b, l));
+                            lo[h] = _mm256_and_si256(v, low);
+                            hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                        }
+                        for r in 0..R {
+                            let xl = _mm256_set1_epi32(x4(job, r0 + r, b * BLOCK + 8 * l));
+                            let xh = _mm256_set1_epi32(x4(job, r0 + r, b * BLOCK + 8 * l + 4));
+                            for h in 0..H {
+                                if VNNI {
+                                    sums[r][h] = _mm256_dpbusd_avx_epi32(sums[r][h], lo[h], xl);
+                                    sums[r][h] = _mm256_dpbusd_avx_epi32(sums[r][h], hi[h], xh);
+                                } else {
+                                    let t = _mm256_add_epi16(
+                                        _mm256_maddubs_epi16(lo[h], xl),
+                                        _mm256_maddubs_epi16(hi[h], xh),
+                                    );
+                                    s16[r][h] = _mm256_add_epi16(s16[r][h], t);
+                                }
+                            }
+                        }
+                    }
+                    if !VNNI {
+                        for r in 0..R {
+                            for h in 0..H {
+                                let s = _mm256_madd_epi16(s16[r][h], ones);
+                                sums[r][h] = _mm256_add_epi32(sums[r][h], s);
+                            }
+                        }
+                    }
+                } else {
+                    if VNNI {
+                        for (r, s) in sums.iter_mut().enumerate() {
+                            *s = [_mm256_set1_epi32(correction(job, r0 + r, b, 7)); H];
+                        }
+                    }
+                    let flip = _mm256_set1_epi8(-128);
+                    for l in 0..8 {
+                        let mut v = [_mm256_setzero_si256(); H];
+                        let mut a = [_mm256_setzero_si256(); H];
+                        for h in 0..H {
+                            v[h] = _mm256_load_si256(at(h, b, l));
+                            a[h] = if VNNI {
+                                _mm256_xor_si256(v[h], flip)
+                            } else {
+                                _mm256_abs_epi8(v[h])
+                            };
+                        }
+                        for r in 0..R {
+                            let xb = _mm256_set1_epi32(x4(job, r0 + r, b * BLOCK + 4 * l));
+                            for h in 0..H {
+                                sums[r][h] = if VNNI {
+                                    _mm256_dpbusd_avx_epi32(sums[r][h], a[h], xb)
+                                } else {
+                                    let pairs =
+                                        _mm256_maddubs_epi16(a[h], _mm256_sign_epi8(xb, v[h]));
+                                    _mm256_add_epi32(sums[r][h], _mm256_madd_epi16(pairs, ones))
+                                };
+                            }
+                        }
+                    }
+                }
+                let mut dw = [_mm256_setzero_ps(); H];
+                for (h, d) in dw.iter_mut().enumerate() {
+                    let s = scales.add(((h / 2) * blocks + b) * PANEL + 8 * (h % 2));
+                    *d = _mm256_cvtph_ps(_mm_loadu_si128(s as *const _));
+                }
+                for r in 0..R {
+                    let dx = _mm256_set1_ps(x_scale(job, r0 + r, b));
+                    for h in 0..H {
+                        let s = _mm256_mul_ps(dw[h], dx);
+                        acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[r][h]), s, acc[r][h]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for p in 0..H / 2 {
+                    let mut lanes = [0f32; PANEL];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][2 * p]);
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[r][2 * p + 1]);
+                    job.store(r0 + r, p0 + p, &lanes);
                 }
             }
         }
     }
 
-    /// Sum of the eight lanes.
     #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
+    unsafe fn run256<const Q4: bool, const VNNI: bool>(job: &Job) {
         unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-            _mm_cvtss_f32(s)
-        }
-    }
-
-    /// The shared loop: `products(|x|, w·sign(x))` gives eight `i32` partial sums of a block.
-    #[inline(always)]
-    unsafe fn dot_with(
-        format: Format,
-        w: &[u8],
-        wd: &[f32],
-        xs: &[Row],
-        products: impl Fn(__m256i, __m256i) -> __m256i,
-    ) -> [f32; GROUP] {
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); GROUP];
-            let n = xs.len().min(GROUP);
-            for (b, &d) in wd.iter().enumerate() {
-                let q = load_block(format, w.as_ptr(), b);
-                for r in 0..n {
-                    let x = &xs[r];
-                    let xv = _mm256_loadu_si256(x.values.as_ptr().add(b * BLOCK) as *const __m256i);
-                    let xm =
-                        _mm256_loadu_si256(x.magnitudes.as_ptr().add(b * BLOCK) as *const __m256i);
-                    let sums = products(xm, _mm256_sign_epi8(q, xv));
-                    let scale = _mm256_set1_ps(d * *x.scales.get_unchecked(b));
-                    acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[r]);
+            let (p0, end) = job.panels();
+            for p in p0..end {
+                let mut r = 0;
+                while r + 2 <= job.rows {
+                    tile256::<2, 2, Q4, VNNI>(job, p, r);
+                    r += 2;
+                }
+                if r < job.rows {
+                    tile256::<1, 2, Q4, VNNI>(job, p, r);
                 }
             }
-            let mut out = [0f32; GROUP];
-            for r in 0..n {
-                out[r] = hsum(acc[r]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn product_avx2(job: &Job) {
+        unsafe {
+            match job.w.format {
+                Format::Q8_0 => run256::<false, false>(job),
+                Format::Q4_0 => run256::<true, false>(job),
             }
-            out
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_avx2(format: Format, w: &[u8], wd: &[f32], xs: &[Row]) -> [f32; GROUP] {
-        assert!(w.len() >= wd.len() * format.block_bytes());
-        assert!(xs.iter().all(|x| x.values.len() >= wd.len() * BLOCK
-            && x.magnitudes.len() >= wd.len() * BLOCK
-            && x.scales.len() >= wd.len()));
-        let ones = _mm256_set1_epi16(1);
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub(super) unsafe fn product_avxvnni(job: &Job) {
         unsafe {
-            dot_with(format, w, wd, xs, |xm, qs| {
-                _mm256_madd_epi16(_mm256_maddubs_epi16(xm, qs), ones)
-            })
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    pub unsafe fn dot_vnni(format: Format, w: &[u8], wd: &[f32], xs: &[Row]) -> [f32; GROUP] {
-        assert!(w.len() >= wd.len() * format.block_bytes());
-        assert!(xs.iter().all(|x| x.values.len() >= wd.len() * BLOCK
-            && x.magnitudes.len() >= wd.len() * BLOCK
-            && x.scales.len() >= wd.len()));
-        unsafe {
-            dot_with(format, w, wd, xs, |xm, qs| {
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), xm, qs)
-            })
+            match job.w.format {
+                Format::Q8_0 => run256::<false, true>(job),
+                Format::Q4_0 => run256::<true, true>(job),
+            }
         }
     }
 }
@@ -562,34 +933,106 @@ mod tests {
     }
 
     /// Every kernel this CPU has gives the portable kernel's products, for both formats, every
-    /// row-group remainder and a width that is not a whole block (padded).
+    /// row-group remainder, column ranges that start and end inside a panel, and a width that is
+    /// not a whole block (padded).
     #[test]
     fn every_kernel_matches_the_portable_one() {
         let kernels = Kernel::available();
         eprintln!("q8_0/q4_0 kernels tested here: {kernels:?}");
         for format in [Format::Q8_0, Format::Q4_0] {
             for inputs in [32, 100, 768] {
-                let outputs = 13;
+                let outputs = 77;
                 let (m, _) = matrix(format, outputs, inputs);
-                for rows in [1, 2, 3, 4, 5, 7, 9] {
+                for rows in [1, 2, 3, 4, 5, 7, 9, 13] {
                     let x: Vec<f32> = (0..rows * inputs)
                         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
                         .collect();
                     let xq = QuantRows::new(&x, rows, inputs, m.padded_inputs());
-                    let mut want = vec![0f32; rows * outputs];
-                    product(Kernel::Portable, &m, 0, outputs, &xq, rows, &mut want, outputs);
-                    for &k in &kernels {
-                        let mut got = vec![0f32; rows * outputs];
-                        product(k, &m, 0, outputs, &xq, rows, &mut got, outputs);
-                        for (g, w) in got.iter().zip(&want) {
-                            // Sums of the same block products in another order: f32 rounding
-                            // grows with the number of blocks.
-                            assert!(
-                                (g - w).abs() <= 1e-6 * inputs as f32 * w.abs().max(1.0),
-                                "{k:?} {format:?} {inputs}×{rows}: {g} vs {w}"
-                            );
+                    for (first, width) in [(0, outputs), (0, 64), (64, 13), (5, 20), (16, 61)] {
+                        check_kernels(&kernels, &m, first, width, &xq, rows, inputs);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_kernels(
+        kernels: &[Kernel],
+        m: &QuantMatrix,
+        first: usize,
+        width: usize,
+        xq: &QuantRows,
+        rows: usize,
+        inputs: usize,
+    ) {
+        // A stride wider than the width: the kernels must leave the gaps alone.
+        let stride = width + 3;
+        let mut want = vec![f32::NAN; rows * stride];
+        product(Kernel::Portable, m, first, width, xq, rows, &mut want, stride);
+        for &k in kernels {
+            let mut got = vec![f32::NAN; rows * stride];
+            product(k, m, first, width, xq, rows, &mut got, stride);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                if i % stride >= width {
+                    assert!(g.is_nan(), "{k:?} wrote outside the output at {i}");
+                    continue;
+                }
+                // Sums of the same block products in another order: f32 rounding grows with the
+                // number of blocks.
+                assert!(
+                    (g - w).abs() <= 1e-6 * inputs as f32 * w.abs().max(1.0),
+                    "{k:?} {:?} {inputs}×{rows} [{first}+{width}] at {i}: {g} vs {w}",
+                    m.format
+                );
+            }
+        }
+    }
+
+    /// q8_0's −128 (never written by llama.cpp) and the extremes of both formats are exact in
+    /// every kernel: the weights' offset and AVX2's `|w|` cover the whole `i8` range.
+    #[test]
+    fn extreme_values_are_exact_in_every_kernel() {
+        let kernels = Kernel::available();
+        let (outputs, inputs, rows) = (19, 256, 6);
+        for format in [Format::Q8_0, Format::Q4_0] {
+            let bytes = format.block_bytes();
+            let mut m = QuantMatrix::zeroed(format, outputs, inputs);
+            for j in 0..outputs {
+                let mut raw = Vec::new();
+                for b in 0..inputs / BLOCK {
+                    raw.extend_from_slice(&f16::from_f32(0.01 * (1 + j + b) as f32).to_le_bytes());
+                    raw.extend((0..bytes).map(|i| match (i + j + b) % 3 {
+                        0 => 0x80,
+                        1 => 0x7f,
+                        _ => 0x08,
+                    }));
+                }
+                m.set_gguf_row(j, &raw);
+            }
+            assert_eq!(m.has_q8_min(), format == Format::Q8_0);
+            // Activations at ±127 after quantizing: each block's extreme is ±amax.
+            let x: Vec<f32> = (0..rows * inputs)
+                .map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 } * (1 + i % 5) as f32)
+                .collect();
+            let xq = QuantRows::new(&x, rows, inputs, m.padded_inputs());
+            check_kernels(&kernels, &m, 0, outputs, &xq, rows, inputs);
+            let mut got = vec![0f32; rows * outputs];
+            product(Kernel::Portable, &m, 0, outputs, &xq, rows, &mut got, outputs);
+            // The portable kernel against the dequantized values, in f64.
+            let mut dense = vec![0f32; inputs];
+            for j in 0..outputs {
+                m.row_into(j, &mut dense);
+                for r in 0..rows {
+                    let mut want = 0f64;
+                    for b in 0..inputs / BLOCK {
+                        let d = xq.scales[r * (inputs / BLOCK) + b] as f64;
+                        for i in 0..BLOCK {
+                            let k = b * BLOCK + i;
+                            want += dense[k] as f64 * d * xq.values[r * inputs + k] as f64;
                         }
                     }
+                    let g = got[r * outputs + j] as f64;
+                    assert!((g - want).abs() <= 1e-5 * want.abs().max(1.0), "{g} vs {want}");
                 }
             }
         }
@@ -624,14 +1067,48 @@ mod tests {
         let mut back = QuantMatrix::zeroed(Format::Q4_0, 2, 64);
         for j in 0..2 {
             let mut raw = Vec::new();
-            let (quants, scales) = m.row(j);
-            for (b, d) in scales.iter().enumerate() {
+            for b in 0..2 {
+                let (d, q) = m.load_block(j, b);
                 raw.extend_from_slice(&d.to_le_bytes());
-                raw.extend_from_slice(&quants[b * 16..(b + 1) * 16]);
+                raw.extend_from_slice(&q[..16]);
             }
             back.set_gguf_row(j, &raw);
         }
         assert_eq!(back.quants, m.quants);
         assert_eq!(back.scales, m.scales);
+    }
+    /// Single-threaded throughput of every kernel on one tile (64 outputs), both formats:
+    /// `cargo test --release -p decode-models --features wgpu --lib quant_timing -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore]
+    fn quant_timing() {
+        let n = 64;
+        for format in [Format::Q8_0, Format::Q4_0] {
+            for k in [768, 3072] {
+                let (m, _) = matrix(format, n, k);
+                for rows in [1, 4, 8, 32, 64] {
+                    let x = synthetic(rows * k, 0.5);
+                    let xq = QuantRows::new(&x, rows, k, m.padded_inputs());
+                    let mut line = format!("{format:?} k={k:5} rows={rows:2}:");
+                    for kernel in Kernel::available() {
+                        let mut out = vec![0f32; rows * n];
+                        let work = 2.0 * (rows * k * n) as f64;
+                        let reps = ((2e8 / work) as usize).max(3);
+                        let mut best = f64::MAX;
+                        for _ in 0..5 {
+                            let t = std::time::Instant::now();
+                            for _ in 0..reps {
+                                product(kernel, &m, 0, n, &xq, rows, &mut out, n);
+                                std::hint::black_box(&mut out);
+                            }
+                            best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+                        }
+                        line += &format!("  {kernel:?} {:7.1}", work / best / 1e9);
+                    }
+                    eprintln!("{line}  GOPS");
+                }
+            }
+        }
     }
 }
