@@ -36,6 +36,13 @@ def run(cmd):
     return out.stdout
 
 
+def peak_rss_mb(cmd):
+    """The whole run's peak resident memory (GNU time's %M), in MB."""
+    out = subprocess.run(["/usr/bin/time", "-f", "RSS %M", *cmd], capture_output=True, text=True)
+    line = [l for l in out.stderr.splitlines() if l.startswith("RSS ")][-1]
+    return int(line.split()[1]) * 1024 / 1e6
+
+
 def llama(bin_dir, gguf):
     cells = {}
     bench = run([f"{bin_dir}/llama-bench", "-m", gguf, "-t", "2", "-p", "32,512", "-n", "64",
@@ -138,14 +145,21 @@ def main():
             row = [span([c[k] for c in cells]) for k in ["decode", "prefill32", "prefill512",
                                                           "batch8"]]
             print(f"| {t} | {who} | " + " | ".join(row) + " |")
-    print("\n| weights | file (MB) | weights in memory (MB) | peak RSS (MB) | RSS / weights | load (s) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| weights | file (MB) | decode: weights in memory (MB) | decode: peak RSS once loaded "
+          "(MB) | RSS / weights | decode: load (s) | whole run's peak RSS (MB), decode / llama.cpp |")
+    print("|---|---|---|---|---|---|---|")
+    prompt = ",".join(map(str, PROMPT32))
     for t in TYPES:
+        gguf = f"{a.gguf_dir}/gpt2-{t}.gguf"
         cells = results[("decode", t)]
-        size = os.path.getsize(f"{a.gguf_dir}/gpt2-{t}.gguf") / 1e6
+        size = os.path.getsize(gguf) / 1e6
         w, rss = cells[0]["weights"] / 1e6, min(c["rss"] for c in cells) / 1e6
+        ours = peak_rss_mb([a.generate, "--model", gguf, "--prompt-ids", prompt,
+                            "--max-new-tokens", "64", "--ignore-eos", "--json"])
+        theirs = peak_rss_mb([f"{a.llama_bin}/llama-bench", "-m", gguf, "-t", "2", "-p", "32",
+                              "-n", "64", "-r", "1"])
         print(f"| {t} | {size:.0f} | {w:.0f} | {rss:.0f} | {rss / w:.3f} | "
-              f"{span([c['load'] for c in cells], 2)} |")
+              f"{span([c['load'] for c in cells], 2)} | {ours:.0f} / {theirs:.0f} |")
     spec = {}
     for _ in range(a.rounds):
         for k, v in speculative(a.generate).items():

@@ -89,9 +89,9 @@ pub struct Source<'a> {
 }
 
 /// Reads `source` row by row, calling `row(i, bytes)` and reporting each finished band of about
-/// 16 MiB to `source.done`.
+/// 1 MiB to `source.done` (the pages a memory-mapped file holds beyond the model stay below that).
 fn for_each_row(source: &Source, row_width: usize, mut row: impl FnMut(usize, &[u8])) {
-    const BAND: usize = 16 << 20;
+    const BAND: usize = 1 << 20;
     let row_bytes = source.dtype.row_bytes(row_width);
     let mut reported = 0;
     for (i, bytes) in source.bytes.chunks_exact(row_bytes.max(1)).enumerate() {
