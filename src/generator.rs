@@ -52,6 +52,12 @@ impl Generator<Gpt2<Cpu>> {
     pub fn from_dir(path: impl AsRef<Path>) -> Result<Self> {
         Self::load(path, &cpu_device())
     }
+
+    /// Like [`Generator::from_dir`], the model built as `options` say (for instance quantized to
+    /// q8_0 at load: `LoadOptions::default().quantize(Quantization::Q8_0)`).
+    pub fn from_dir_with(path: impl AsRef<Path>, options: LoadOptions) -> Result<Self> {
+        Self::load_with(path, &cpu_device(), options)
+    }
 }
 
 impl<B: Backend> Generator<Gpt2<B>> {

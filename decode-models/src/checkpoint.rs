@@ -328,9 +328,9 @@ impl Checkpoint {
         &self.path
     }
 
-    /// The quantized formats among the tensors, if any.
-    pub fn quantized(&self) -> Option<Quantization> {
-        self.entries.values().find_map(|e| e.dtype.format())
+    /// The quantized formats of the tensors stored quantized.
+    pub fn quantized(&self) -> impl Iterator<Item = Quantization> + '_ {
+        self.entries.values().filter_map(|e| e.dtype.format())
     }
 
     /// Lends tensor `name` to `f`, then forgets it (its pages, or its memory, are released);

@@ -239,8 +239,8 @@ impl<B: Backend> Gpt2<B> {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
         let host = options.path.is_host::<B>(device);
-        if let (Some(stored), Some(asked)) = (ckpt.quantized(), options.quantize)
-            && stored != asked
+        if let Some(asked) = options.quantize
+            && let Some(stored) = ckpt.quantized().find(|&stored| stored != asked)
         {
             return Err(Error::invalid(
                 "quantize",

@@ -302,9 +302,19 @@ impl QuantRows {
         let mut values = vec![0i8; rows * padded];
         let mut scales = vec![0f32; rows * blocks];
         let mut sums = vec![0i32; rows * blocks];
+        #[cfg(target_arch = "x86_64")]
+        let simd = is_x86_feature_detected!("avx2");
         for r in 0..rows {
             let row = &x[r * inputs..(r + 1) * inputs];
             for (b, chunk) in row.chunks(BLOCK).enumerate() {
+                #[cfg(target_arch = "x86_64")]
+                if simd && chunk.len() == BLOCK {
+                    let at = r * blocks + b;
+                    let out = &mut values[r * padded + b * BLOCK..][..BLOCK];
+                    // SAFETY: the CPU has AVX2; `chunk` and `out` are whole blocks.
+                    (scales[at], sums[at]) = unsafe { x86::quantize_block(chunk, out) };
+                    continue;
+                }
                 let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let d = amax / 127.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -502,6 +512,46 @@ mod x86 {
 
     /// Rows per register block when there are several.
     const ROWS: usize = 4;
+
+    /// [`super::QuantRows::new`]'s quantizer for one whole block, the same operations as the
+    /// scalar code (`round` as `trunc` plus one away from zero when the fraction is ≥ ½, exact):
+    /// returns the scale and `Σ q`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        assert!(x.len() >= BLOCK && q.len() >= BLOCK);
+        unsafe {
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+            let sign = _mm256_set1_ps(-0.0);
+            let a = v.map(|v| _mm256_andnot_ps(sign, v));
+            let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+            let d = _mm_cvtss_f32(m) / 127.0;
+            let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+            let i = v.map(|v| {
+                let p = _mm256_mul_ps(v, id);
+                let t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+                let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+                let away = _mm256_or_ps(_mm256_and_ps(p, sign), one);
+                let up = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), away);
+                _mm256_cvttps_epi32(_mm256_add_ps(t, up))
+            });
+            let s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            let p01 = _mm256_packs_epi32(i[0], i[1]);
+            let p23 = _mm256_packs_epi32(i[2], i[3]);
+            let bytes = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(p01, p23),
+                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+            );
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, bytes);
+            (d, _mm_cvtsi128_si32(s))
+        }
+    }
 
     impl Job<'_> {
         fn panels(&self) -> (usize, usize) {
@@ -890,6 +940,27 @@ mod tests {
                     assert!(err <= step * tol + 1e-7, "{format:?} {b}/{i}: {err}");
                 }
             }
+        }
+    }
+
+    /// The activations' SIMD quantizer gives the scalar one's bits, ties included.
+    #[test]
+    fn activation_quantizer_simd_matches_scalar() {
+        let mut x: Vec<f32> = (0..32 * 64).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 37.0).collect();
+        // Blocks whose products land exactly on halves: amax 127 makes `x · id` ≈ `x`.
+        for (i, v) in x[..64].iter_mut().enumerate() {
+            *v = if i % 32 == 0 { 127.0 } else { (i as f32 - 40.0) + 0.5 };
+        }
+        x[64..96].fill(0.0);
+        let q = QuantRows::new(&x, 1, x.len(), x.len());
+        for (b, chunk) in x.chunks(BLOCK).enumerate() {
+            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let want: Vec<i8> = chunk.iter().map(|&v| (v * id).round() as i8).collect();
+            assert_eq!(&q.values[b * BLOCK..(b + 1) * BLOCK], &want[..], "block {b}");
+            assert_eq!(q.scales[b], d);
+            assert_eq!(q.sums[b], want.iter().map(|&v| v as i32).sum::<i32>());
         }
     }
 
