@@ -358,14 +358,15 @@ fn load<B: Backend>(path: &Path, device: &B::Device, args: &Args) -> Result<Gpt2
         );
         bar.set_message(path.display().to_string());
     }
-    let mut options = LoadOptions::default();
-    options.quantize = args.quantize.map(|q| match q {
-        QuantizeChoice::Q8_0 => Quantization::Q8_0,
-        QuantizeChoice::Q4_0 => Quantization::Q4_0,
-    });
-    let model = Gpt2::<B>::load_with_progress(path, device, options, &mut |done, _| {
-        bar.set_position(done)
-    });
+    let options = LoadOptions {
+        quantize: args.quantize.map(|q| match q {
+            QuantizeChoice::Q8_0 => Quantization::Q8_0,
+            QuantizeChoice::Q4_0 => Quantization::Q4_0,
+        }),
+        ..LoadOptions::default()
+    };
+    let model =
+        Gpt2::<B>::load_with_progress(path, device, options, &mut |done, _| bar.set_position(done));
     bar.finish_and_clear();
     model
 }
@@ -553,7 +554,10 @@ fn print_json(output: &Output, load: &LoadStats) -> Result<()> {
     let json_error = |e: serde_json::Error| Error::Unsupported(format!("cannot write JSON: {e}"));
     let mut value = serde_json::to_value(output).map_err(json_error)?;
     if let serde_json::Value::Object(fields) = &mut value {
-        fields.insert("load".into(), serde_json::to_value(load).map_err(json_error)?);
+        fields.insert(
+            "load".into(),
+            serde_json::to_value(load).map_err(json_error)?,
+        );
     }
     let text = serde_json::to_string(&value).map_err(json_error)?;
     say(&mut std::io::stdout().lock(), &text)

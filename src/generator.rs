@@ -68,7 +68,11 @@ impl<B: Backend> Generator<Gpt2<B>> {
 
     /// Like [`Generator::load`], the model built as `options` say (for instance quantized to
     /// q8_0 at load: `LoadOptions::default().quantize(Quantization::Q8_0)`).
-    pub fn load_with(path: impl AsRef<Path>, device: &B::Device, options: LoadOptions) -> Result<Self> {
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        device: &B::Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let model = Gpt2::<B>::load_with(path, device, options)?;
         let tokenizer = Tokenizer::for_model(path)?;

@@ -224,7 +224,10 @@ impl Checkpoint {
         let path = file.path();
         let map = map_file(path)?;
         if map.len() as u64 != file.file_len() {
-            return Err(Error::format(path, "the file changed while it was being read"));
+            return Err(Error::format(
+                path,
+                "the file changed while it was being read",
+            ));
         }
         let mut entries = HashMap::new();
         for (name, tensor, transposed) in file.gpt2_tensors(config)? {
@@ -473,7 +476,10 @@ fn map_file(path: &Path) -> Result<Mmap> {
     let file = decode_core::files::open_regular(path)?;
     let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if size < 8 {
-        return Err(Error::format(path, format!("truncated file ({size} bytes)")));
+        return Err(Error::format(
+            path,
+            format!("truncated file ({size} bytes)"),
+        ));
     }
     // SAFETY: the file is only read; as with every memory map, it must not be modified while the
     // model loads (the weights are copied out before loading returns).

@@ -244,7 +244,9 @@ impl<B: Backend> Gpt2<B> {
         {
             return Err(Error::invalid(
                 "quantize",
-                format!("the file is already quantized to {stored}; it cannot be requantized to {asked}"),
+                format!(
+                    "the file is already quantized to {stored}; it cannot be requantized to {asked}"
+                ),
             ));
         }
         let body = if host {

@@ -103,13 +103,15 @@ struct Head<'a> {
 }
 
 impl Head<'_> {
-    /// Writes `[steps, head_dim]` outputs, vectorised for AVX-512 where the CPU has it.
+    /// Writes `[steps, head_dim]` outputs, vectorised for AVX-512 or AVX2 where the CPU has it.
     fn attend(&self, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            unsafe { self.attend_avx512(out) };
-            return;
+        match super::cpu::level() {
+            // SAFETY: the CPU has AVX-512F (`cpu::level` checked).
+            super::cpu::Simd::Avx512 => return unsafe { self.attend_avx512(out) },
+            // SAFETY: the CPU has AVX2 and FMA (`cpu::level` checked).
+            super::cpu::Simd::Avx2 => return unsafe { self.attend_avx2(out) },
+            super::cpu::Simd::Portable => {}
         }
         self.attend_lanes(out);
     }
@@ -117,6 +119,12 @@ impl Head<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn attend_avx512(&self, out: &mut [f32]) {
+        self.attend_lanes(out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn attend_avx2(&self, out: &mut [f32]) {
         self.attend_lanes(out);
     }
 
@@ -276,7 +284,13 @@ mod tests {
         let mut stepped = layer();
         for i in 0..steps {
             let token = &qkv[i * 3 * embd..(i + 1) * 3 * embd];
-            let got = attend(token, &mut stepped, Span { steps: 1, start: i }, &[&real[..=i]], 0.25);
+            let got = attend(
+                token,
+                &mut stepped,
+                Span { steps: 1, start: i },
+                &[&real[..=i]],
+                0.25,
+            );
             for (a, b) in got.iter().zip(&at_once[i * embd..(i + 1) * embd]) {
                 assert!((a - b).abs() < 1e-5, "token {i}: {a} vs {b}");
             }

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::cpu::{self, Simd};
 use super::quant::{self, BLOCK, Format, Kernel, QuantMatrix, QuantRows};
 use crate::checkpoint::Stored;
 
@@ -196,12 +197,18 @@ impl HostLinear {
     /// their own format: the caller checks).
     pub fn new(source: &Source, bias: Option<Vec<f32>>, quantize: Option<Format>) -> Self {
         let layout = match (source.dtype.format(), quantize, source.dtype) {
-            (Some(format), _, _) | (None, Some(format), _) => Layout::Quant(quantized(source, format)),
-            (None, None, Stored::F16) => Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]]))),
+            (Some(format), _, _) | (None, Some(format), _) => {
+                Layout::Quant(quantized(source, format))
+            }
+            (None, None, Stored::F16) => {
+                Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]])))
+            }
             (None, None, Stored::BF16) => {
                 Layout::BF16(tiled(source, |b| bf16::from_le_bytes([b[0], b[1]])))
             }
-            (None, None, _) => Layout::F32(tiled(source, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            (None, None, _) => Layout::F32(tiled(source, |b| {
+                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            })),
         };
         HostLinear {
             inputs: source.inputs,
@@ -261,7 +268,9 @@ impl HostLinear {
             let one = |(t, out): (usize, &mut [f32])| match (&self.layout, &xq) {
                 (Layout::F32(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
                 (Layout::F16(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
-                (Layout::BF16(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
+                (Layout::BF16(w), _) => {
+                    tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+                }
                 (Layout::Quant(w), Some(xq)) => {
                     let width = TILE.min(n - t * TILE);
                     quant::product(kernel, w, t * TILE, width, xq, rows, out, TILE)
@@ -299,17 +308,18 @@ impl HostLinear {
 fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx512::available() {
-            // SAFETY: the CPU has AVX-512F (checked just above).
+        let level = cpu::level();
+        if level >= Simd::Avx512 {
+            // SAFETY: the CPU has AVX-512F (`cpu::level` checked).
             unsafe { avx512::tile(w, xs, rows, k, out) };
             return;
         }
         // From 4 rows, AVX2's register-blocked kernel (the 2-row one here spills registers).
-        if rows >= 4 && simd::available() {
+        if rows >= 4 && level >= Simd::Avx2 {
             super::gemm::tile_many(w, xs, rows, k, out);
             return;
         }
-        if simd::available() {
+        if level >= Simd::Avx2 {
             // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
             unsafe { simd::tile(w, xs, rows, k, out) };
             return;
@@ -319,7 +329,13 @@ fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) 
 }
 
 /// The tile in plain Rust, for CPUs without AVX2.
-pub(super) fn tile_portable<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+pub(super) fn tile_portable<T: Weight>(
+    w: &[T],
+    xs: &[f32],
+    rows: usize,
+    k: usize,
+    out: &mut [f32],
+) {
     let acc = &mut out[..rows * TILE];
     acc.fill(0.0);
     let mut wide = [0f32; TILE];
@@ -444,7 +460,8 @@ pub(super) mod avx512 {
     use super::simd::prefetch_ahead;
     use super::{TILE, Weight};
 
-    /// Whether the AVX-512 kernel can run here.
+    /// Whether the AVX-512 kernel can run here (the tests ask; the dispatch goes by `cpu::level`).
+    #[cfg(test)]
     pub fn available() -> bool {
         is_x86_feature_detected!("avx512f")
     }
@@ -590,8 +607,14 @@ mod tests {
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 997.0)
             .collect();
         let b: Vec<f32> = (0..n).map(|j| j as f32 / 100.0).collect();
-        let f16s: Vec<u8> = w.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
-        let bf16s: Vec<u8> = w.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect();
+        let f16s: Vec<u8> = w
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        let bf16s: Vec<u8> = w
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect();
         let f32s: Vec<u8> = w.iter().flat_map(|&v| v.to_le_bytes()).collect();
         let cases = [
             (Stored::F32, &f32s, None, 1e-4),

@@ -11,6 +11,7 @@
 //! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
 mod attention;
+mod cpu;
 mod gemm;
 mod linear;
 mod ops;
@@ -171,6 +172,7 @@ impl HostGpt2 {
         quantize: Option<Quantization>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
+        cpu::check_env()?;
         let mut b = Build {
             quantize,
             epsilon: config.layer_norm_epsilon,
@@ -265,7 +267,10 @@ impl HostGpt2 {
             // Padding ids may lie outside the vocabulary; they are masked, so any row will do.
             let real = batch.is_real(t / steps, t % steps);
             let id = if real { batch.tokens()[t] as usize } else { 0 };
-            self.wte.as_ref().unwrap_or(&self.lm_head).column_into(id, xt);
+            self.wte
+                .as_ref()
+                .unwrap_or(&self.lm_head)
+                .column_into(id, xt);
             let p = positions[t] as usize;
             add(xt, &self.wpe[p * e..(p + 1) * e]);
         }
@@ -301,7 +306,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn repo(path: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path)
     }
 
     /// The same checkpoint quantized by llama.cpp (`convert_hf_to_gguf.py --outtype q8_0`;
@@ -326,7 +333,11 @@ mod tests {
             assert_eq!(ours.wpe, theirs.wpe, "{format}: position embedding");
             assert_eq!(ours.ln_f, theirs.ln_f, "{format}: final layer norm");
             for (a, b) in ours.blocks.iter().zip(&theirs.blocks) {
-                assert_eq!([&a.ln_1, &a.ln_2], [&b.ln_1, &b.ln_2], "{format}: layer norms");
+                assert_eq!(
+                    [&a.ln_1, &a.ln_2],
+                    [&b.ln_1, &b.ln_2],
+                    "{format}: layer norms"
+                );
             }
             assert_eq!(ours.weight_bytes(), theirs.weight_bytes());
         }
