@@ -123,7 +123,15 @@ def main():
                    default="/tmp/llama/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin")
     p.add_argument("--gguf-dir", default="/tmp/gguf")
     p.add_argument("--generate", default="target/release/examples/generate")
+    p.add_argument("--simd", choices=["avx512", "avx2", "portable"],
+                   help="cap decode's kernels (DECODE_SIMD); pair avx2 with llama.cpp's "
+                        "build-avx2 (AVX2_ONLY=1 tools/llama_cpp.sh setup)")
+    p.add_argument("--skip-speculative", action="store_true")
     a = p.parse_args()
+    if a.simd:
+        os.environ["DECODE_SIMD"] = a.simd
+    print(f"decode kernels capped at: {a.simd or 'none (the best the CPU has)'}; "
+          f"llama.cpp: {a.llama_bin}")
     print(f"machine: {machine()}; load before: {open('/proc/loadavg').read().split()[:3]}")
     results = {(who, t): [] for who in ["llama.cpp", "decode"] for t in TYPES}
     for r in range(a.rounds):
@@ -161,12 +169,13 @@ def main():
         print(f"| {t} | {size:.0f} | {w:.0f} | {rss:.0f} | {rss / w:.3f} | "
               f"{span([c['load'] for c in cells], 2)} | {ours:.0f} / {theirs:.0f} |")
     spec = {}
-    for _ in range(a.rounds):
+    for _ in range(0 if a.skip_speculative else a.rounds):
         for k, v in speculative(a.generate).items():
             spec.setdefault(k, []).extend(v)
     print("\n| embedded KJV pair | greedy (tok/s) | speculative (tok/s) | acceptance |")
     print("|---|---|---|---|")
-    for label in ["stored f16, computed f32", "q8_0 target and draft"]:
+    for label in [] if a.skip_speculative else ["stored f16, computed f32",
+                                                 "q8_0 target and draft"]:
         g = [t for t, _ in spec[(label, "greedy")]]
         sp = [t for t, _ in spec[(label, "speculative")]]
         acc = [x for _, x in spec[(label, "speculative")] if x is not None]

@@ -41,8 +41,8 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use half::{bf16, f16};
 
+    use super::super::linear::simd::load8;
     use super::{TILE, Weight};
 
     /// Inputs per block: `KC × TILE` f32 weights (32 KiB) stay in L1 while every row group uses
@@ -111,22 +111,6 @@ mod avx2 {
                 // SAFETY: prefetching never faults, whatever the address.
                 unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off) as *const i8) };
                 off += 64;
-            }
-        }
-    }
-
-    /// Eight weights widened to f32.
-    #[inline(always)]
-    unsafe fn load8<T: Weight>(p: *const T) -> __m256 {
-        unsafe {
-            if TypeId::of::<T>() == TypeId::of::<f32>() {
-                _mm256_loadu_ps(p as *const f32)
-            } else if TypeId::of::<T>() == TypeId::of::<f16>() {
-                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-            } else {
-                debug_assert_eq!(TypeId::of::<T>(), TypeId::of::<bf16>());
-                let halves = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-                _mm256_castsi256_ps(_mm256_slli_epi32(halves, 16))
             }
         }
     }

@@ -305,7 +305,7 @@ impl HostLinear {
 
 /// One tile: `out[i][j] = Σ_k xs[i][k] · w[k][j]` for `rows` rows, `w` being `[k][TILE]` and
 /// `out` `[rows][TILE]`.
-fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+pub(super) fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         let level = cpu::level();
@@ -370,7 +370,7 @@ pub(super) mod simd {
 
     /// Eight weights widened to f32.
     #[inline(always)]
-    unsafe fn load8<T: Weight>(p: *const T) -> __m256 {
+    pub unsafe fn load8<T: Weight>(p: *const T) -> __m256 {
         unsafe {
             if TypeId::of::<T>() == TypeId::of::<f32>() {
                 _mm256_loadu_ps(p as *const f32)

@@ -7,9 +7,12 @@
 //! `quantize_row_q4_0_ref`) operation for operation, so a checkpoint quantized here holds the same
 //! bits as llama.cpp's converter and `llama-quantize` write.
 //!
-//! Products quantize each activation row to q8_0 as well (per block, an f32 scale) and sum
-//! `i8 × i8` products in integers, block by block: AVX2 `maddubs`/`madd`, AVX-512 VNNI `dpbusd`
-//! where the CPU has it, and a portable loop that is the reference for both.
+//! Products quantize each activation row to q8_0 as well (per block, an f32 scale, and the block's
+//! sum) and add `u8 × i8` products in integers, block by block, sixteen outputs at a time
+//! ([`QuantMatrix`]'s panels): the weights are the unsigned operand (q8_0 offset by 128, q4_0's
+//! nibbles as stored) and the offset comes back out through the activation block's sum. Kernels:
+//! AVX-512 VNNI `vpdpbusd` on 512-bit vectors, AVX-VNNI on 256, AVX2 `maddubs`/`madd`, and a
+//! portable loop that is the reference for all of them.
 
 use half::f16;
 
