@@ -7,7 +7,7 @@
 use crate::cache::HostLayer;
 
 use super::linear::{self, TILE};
-use super::ops;
+use super::{ops, with_scratch};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds the heads run on the calling thread.
@@ -207,64 +207,52 @@ impl Head<'_> {
         let hd = TILE;
         let steps = out.len() / hd;
         let tiles = len.div_ceil(TILE);
-        with_scratch(steps * hd + tiles * hd * TILE + tiles * steps * TILE + steps * len, |buf| {
-            let (q, rest) = buf.split_at_mut(steps * hd);
-            let (kt, rest) = rest.split_at_mut(tiles * hd * TILE);
-            let (scores, p) = rest.split_at_mut(tiles * steps * TILE);
-            for (i, q) in q.chunks_exact_mut(hd).enumerate() {
-                q.copy_from_slice(&self.queries[i * self.query_stride..][..hd]);
-            }
-            kt.fill(0.0);
-            for (j, k) in self.keys.chunks_exact(hd).enumerate() {
-                let (t, c) = (j / TILE, j % TILE);
-                for (d, &v) in k.iter().enumerate() {
-                    kt[(t * hd + d) * TILE + c] = v;
+        with_scratch(
+            steps * hd + tiles * hd * TILE + tiles * steps * TILE + steps * len,
+            |buf| {
+                let (q, rest) = buf.split_at_mut(steps * hd);
+                let (kt, rest) = rest.split_at_mut(tiles * hd * TILE);
+                let (scores, p) = rest.split_at_mut(tiles * steps * TILE);
+                for (i, q) in q.chunks_exact_mut(hd).enumerate() {
+                    q.copy_from_slice(&self.queries[i * self.query_stride..][..hd]);
                 }
-            }
-            for (kt, s) in kt
-                .chunks_exact(hd * TILE)
-                .zip(scores.chunks_exact_mut(steps * TILE))
-            {
-                linear::tile(kt, q, steps, hd, s);
-            }
-            for (i, row) in p.chunks_exact_mut(len).enumerate() {
-                let me = self.start + i;
-                let mut max = f32::NEG_INFINITY;
-                for (j, v) in row[..=me].iter_mut().enumerate() {
-                    let s = scores[((j / TILE) * steps + i) * TILE + j % TILE];
-                    *v = if j == me || self.real[j] {
-                        s * self.scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    max = max.max(*v);
+                kt.fill(0.0);
+                for (j, k) in self.keys.chunks_exact(hd).enumerate() {
+                    let (t, c) = (j / TILE, j % TILE);
+                    for (d, &v) in k.iter().enumerate() {
+                        kt[(t * hd + d) * TILE + c] = v;
+                    }
                 }
-                for v in row[..=me].iter_mut() {
-                    let e = ops::exp(*v - max);
-                    *v = if *v == f32::NEG_INFINITY { 0.0 } else { e };
+                for (kt, s) in kt
+                    .chunks_exact(hd * TILE)
+                    .zip(scores.chunks_exact_mut(steps * TILE))
+                {
+                    linear::tile(kt, q, steps, hd, s);
                 }
-                let inv = 1.0 / sum(&row[..=me]);
-                row[..=me].iter_mut().for_each(|v| *v *= inv);
-                row[me + 1..].fill(0.0);
-            }
-            linear::tile(self.values, p, steps, len, out);
-        });
+                for (i, row) in p.chunks_exact_mut(len).enumerate() {
+                    let me = self.start + i;
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, v) in row[..=me].iter_mut().enumerate() {
+                        let s = scores[((j / TILE) * steps + i) * TILE + j % TILE];
+                        *v = if j == me || self.real[j] {
+                            s * self.scale
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        max = max.max(*v);
+                    }
+                    for v in row[..=me].iter_mut() {
+                        let e = ops::exp(*v - max);
+                        *v = if *v == f32::NEG_INFINITY { 0.0 } else { e };
+                    }
+                    let inv = 1.0 / sum(&row[..=me]);
+                    row[..=me].iter_mut().for_each(|v| *v *= inv);
+                    row[me + 1..].fill(0.0);
+                }
+                linear::tile(self.values, p, steps, len, out);
+            },
+        );
     }
-}
-
-/// Runs `f` on this thread's scratch buffer of at least `n` values (reused across calls: a
-/// prompt's attention would otherwise fault in megabytes of fresh pages per head and layer).
-fn with_scratch(n: usize, f: impl FnOnce(&mut [f32])) {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < n {
-            buf.resize(n, 0.0);
-        }
-        f(&mut buf[..n]);
-    });
 }
 
 /// `Σ v`, in sixteen lanes so it vectorises.

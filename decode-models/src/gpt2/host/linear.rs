@@ -263,41 +263,47 @@ impl HostLinear {
                 Layout::Quant(w) => Some(QuantRows::new(xs, rows, k, w.padded_inputs())),
                 _ => None,
             };
-            // Tile-major scratch, `rows × TILE` per tile, sized to the rows actually present.
-            let mut scratch = vec![0f32; n.div_ceil(TILE) * rows * TILE];
-            let one = |(t, out): (usize, &mut [f32])| match (&self.layout, &xq) {
-                (Layout::F32(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
-                (Layout::F16(w), _) => tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out),
-                (Layout::BF16(w), _) => {
-                    tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+            // Tile-major scratch, `rows × TILE` per tile, sized to the rows actually present
+            // (every kernel writes the columns that are later read).
+            super::with_scratch(n.div_ceil(TILE) * rows * TILE, |scratch| {
+                let one = |(t, out): (usize, &mut [f32])| match (&self.layout, &xq) {
+                    (Layout::F32(w), _) => {
+                        tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+                    }
+                    (Layout::F16(w), _) => {
+                        tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+                    }
+                    (Layout::BF16(w), _) => {
+                        tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+                    }
+                    (Layout::Quant(w), Some(xq)) => {
+                        let width = TILE.min(n - t * TILE);
+                        quant::product(kernel, w, t * TILE, width, xq, rows, out, TILE)
+                    }
+                    (Layout::Quant(_), None) => {}
+                };
+                if rows * k * n >= PARALLEL_WORK {
+                    scratch
+                        .par_chunks_mut(rows * TILE)
+                        .enumerate()
+                        .for_each(one);
+                } else {
+                    scratch.chunks_mut(rows * TILE).enumerate().for_each(one);
                 }
-                (Layout::Quant(w), Some(xq)) => {
-                    let width = TILE.min(n - t * TILE);
-                    quant::product(kernel, w, t * TILE, width, xq, rows, out, TILE)
-                }
-                (Layout::Quant(_), None) => {}
-            };
-            if rows * k * n >= PARALLEL_WORK {
-                scratch
-                    .par_chunks_mut(rows * TILE)
-                    .enumerate()
-                    .for_each(one);
-            } else {
-                scratch.chunks_mut(rows * TILE).enumerate().for_each(one);
-            }
-            for (t, acc) in scratch.chunks(rows * TILE).enumerate() {
-                let c0 = t * TILE;
-                let width = TILE.min(n - c0);
-                for i in 0..rows {
-                    let out = &mut y[(r0 + i) * n + c0..(r0 + i) * n + c0 + width];
-                    out.copy_from_slice(&acc[i * TILE..i * TILE + width]);
-                    if let Some(b) = &self.bias {
-                        out.iter_mut()
-                            .zip(&b[c0..c0 + width])
-                            .for_each(|(y, b)| *y += b);
+                for (t, acc) in scratch.chunks(rows * TILE).enumerate() {
+                    let c0 = t * TILE;
+                    let width = TILE.min(n - c0);
+                    for i in 0..rows {
+                        let out = &mut y[(r0 + i) * n + c0..(r0 + i) * n + c0 + width];
+                        out.copy_from_slice(&acc[i * TILE..i * TILE + width]);
+                        if let Some(b) = &self.bias {
+                            out.iter_mut()
+                                .zip(&b[c0..c0 + width])
+                                .for_each(|(y, b)| *y += b);
+                        }
                     }
                 }
-            }
+            });
         }
         y
     }
