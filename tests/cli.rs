@@ -470,7 +470,13 @@ fn json_ids(run: &Run) -> Vec<u64> {
 #[test]
 fn a_gguf_file_and_load_time_quantization_generate_the_same_text() {
     for format in ["q8_0", "q4_0"] {
-        let common = ["--prompt", "And God said", "--max-new-tokens", "12", "--json"];
+        let common = [
+            "--prompt",
+            "And God said",
+            "--max-new-tokens",
+            "12",
+            "--json",
+        ];
         let gguf = repo(&format!("models/gguf/kjv-target-{format}.gguf"));
         let mut from_file = vec!["--model", gguf.as_str()];
         from_file.extend(common);
@@ -497,9 +503,13 @@ fn quantize_mistakes_are_one_line_errors() {
     )
     .failed_cleanly()
     .says(&["already quantized to q8_0"]);
-    generate(&["--quantize", "q3_k", "--prompt", "And"], To::Pipe, To::Pipe)
-        .failed_cleanly()
-        .says(&["q3_k"]);
+    generate(
+        &["--quantize", "q3_k", "--prompt", "And"],
+        To::Pipe,
+        To::Pipe,
+    )
+    .failed_cleanly()
+    .says(&["q3_k"]);
     // Not a GGUF file (nor a directory): named, in one line.
     let scratch = Scratch::new("gguf");
     let bad = scratch.0.join("model.gguf");

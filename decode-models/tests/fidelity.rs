@@ -72,7 +72,8 @@ fn models<B: Backend>(
     for name in MODELS {
         for &(path, precision) in ways {
             let options = LoadOptions::default().path(path).precision(precision);
-            let model = Gpt2::<B>::load_with(fixture(name), device, options).expect("fixture loads");
+            let model =
+                Gpt2::<B>::load_with(fixture(name), device, options).expect("fixture loads");
             assert_eq!(model.compute_path(), path);
             let label = format!(
                 "{name} ({:?} path, {:?}, {})",

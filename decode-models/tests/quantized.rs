@@ -15,7 +15,9 @@ use decode_models::gpt2::{LoadOptions, Quantization};
 use decode_models::{Gpt2, Tokenizer};
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 /// Log-probabilities of one position's logits (f64).
@@ -59,7 +61,11 @@ fn compare(reference: &[Vec<f64>], model: &[Vec<f64>], targets: &[u32]) -> Quali
     let (mut nll, mut kl, mut same) = (0.0, 0.0, 0usize);
     for ((p, q), &t) in reference.iter().zip(model).zip(targets) {
         nll -= q[t as usize];
-        kl += p.iter().zip(q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum::<f64>();
+        kl += p
+            .iter()
+            .zip(q)
+            .map(|(lp, lq)| lp.exp() * (lp - lq))
+            .sum::<f64>();
         same += usize::from(argmax(p) == argmax(q));
     }
     let n = targets.len() as f64;
@@ -77,7 +83,11 @@ fn quantized_quality_on_held_out_text() {
     let text = std::fs::read_to_string(repo("models/kjv-heldout.txt")).unwrap();
     let ids = tokenizer.encode(&text).unwrap();
     // Windows of the model's context; each position predicts the next token of its window.
-    let windows: Vec<Vec<u32>> = ids.chunks(256).filter(|w| w.len() > 1).map(<[u32]>::to_vec).collect();
+    let windows: Vec<Vec<u32>> = ids
+        .chunks(256)
+        .filter(|w| w.len() > 1)
+        .map(<[u32]>::to_vec)
+        .collect();
     let targets: Vec<u32> = windows
         .iter()
         .flat_map(|w| w[1..].iter().copied().chain([u32::MAX]))
@@ -86,7 +96,11 @@ fn quantized_quality_on_held_out_text() {
     let load = |options| Gpt2::<Cpu>::load_with(&dir, &device, options).unwrap();
     // The last position of a window has no next token: drop it from every measure.
     let keep = |v: Vec<Vec<f64>>| -> Vec<Vec<f64>> {
-        v.into_iter().zip(&targets).filter(|(_, t)| **t != u32::MAX).map(|(p, _)| p).collect()
+        v.into_iter()
+            .zip(&targets)
+            .filter(|(_, t)| **t != u32::MAX)
+            .map(|(p, _)| p)
+            .collect()
     };
     let targets_kept: Vec<u32> = targets.iter().copied().filter(|&t| t != u32::MAX).collect();
     let reference = keep(held_out_log_probs(&load(LoadOptions::default()), &windows));
@@ -136,7 +150,10 @@ fn gguf_and_load_time_quantization_give_identical_logits() {
         .unwrap();
         let run = |m: &Gpt2<Cpu>| {
             let mut cache = m.new_cache(1);
-            m.forward(&Batch::single(&prompt), &mut cache).unwrap().as_slice().to_vec()
+            m.forward(&Batch::single(&prompt), &mut cache)
+                .unwrap()
+                .as_slice()
+                .to_vec()
         };
         assert_eq!(run(&theirs), run(&ours), "{format}");
         // Asking a quantized file for another format is refused, not silently ignored.

@@ -41,7 +41,6 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-
     use super::super::linear::simd::load8;
     use super::{TILE, Weight};
 
