@@ -10,6 +10,7 @@
 //! cargo run --release --example speculative                      # the embedded pair
 //! cargo run --release --example speculative -- --oracle          # the oracle table
 //! cargo run --release --example speculative -- --oracle --json   # the same as one JSON object
+//! cargo run --release --example speculative -- --oracle q8_0      # the target quantized (or q4_0)
 //! ```
 
 use std::time::Instant;
@@ -18,6 +19,7 @@ use decode::core::{Batch, Cache, GenerationConfig, LanguageModel};
 use decode::models::backend::{Cpu, cpu_device};
 use decode::models::{Gpt2, Gpt2Config, Tokenizer};
 use decode::samplers::Engine;
+use decode::{LoadOptions, Quantization};
 use decode::samplers::speculative::{DraftModel, DraftSchedule, OracleDrafter, expected_speedup};
 
 const PROMPT: usize = 32;
@@ -25,7 +27,11 @@ const NEW: usize = 64;
 
 fn main() -> decode::Result<()> {
     if std::env::args().any(|a| a == "--oracle") {
-        oracle(std::env::args().any(|a| a == "--json"))
+        let quantize = match std::env::args().find(|a| a.starts_with('q')) {
+            Some(name) => Some(name.parse::<Quantization>()?),
+            None => None,
+        };
+        oracle(std::env::args().any(|a| a == "--json"), quantize)
     } else {
         embedded_pair()
     }
@@ -75,8 +81,12 @@ fn embedded_pair() -> decode::Result<()> {
 }
 
 /// The oracle sweep.
-fn oracle(json: bool) -> decode::Result<()> {
-    let model = Gpt2::<Cpu>::random(Gpt2Config::gpt2_small(), 7, &cpu_device())?;
+fn oracle(json: bool, quantize: Option<Quantization>) -> decode::Result<()> {
+    let options = LoadOptions {
+        quantize,
+        ..LoadOptions::default()
+    };
+    let model = Gpt2::<Cpu>::random_with(Gpt2Config::gpt2_small(), 7, &cpu_device(), options)?;
     let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 1543) % 50257).collect();
     let config = GenerationConfig {
         max_new_tokens: Some(NEW),
@@ -155,7 +165,8 @@ fn oracle(json: bool) -> decode::Result<()> {
         return Ok(());
     }
     println!(
-        "GPT-2 small (random weights), CPU, {NEW} tokens after {PROMPT}; plain greedy {:.1} tok/s",
+        "GPT-2 small (random weights, {}), CPU, {NEW} tokens after {PROMPT}; plain greedy {:.1} tok/s",
+        quantize.map_or("f32".to_string(), |q| q.to_string()),
         NEW as f64 / plain_seconds
     );
     println!("verify pass cost from a 64-token cache:");

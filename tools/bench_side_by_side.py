@@ -7,7 +7,8 @@ For each round and each weight type (f32, f16, q8_0, q4_0), alternating which pr
              512-token prompt; 8 sequences of the 32-token prompt (--strategy sample
              --num-return-sequences 8), 64 tokens each
 Then speculative decoding on the embedded KJV pair, f32 (stored f16) and --quantize q8_0.
-Prints the machine (CPU, SIMD flags, cores, load) and a markdown table of min–max per cell.
+Prints the machine (CPU, SIMD flags, cores, load) and markdown tables: each cell is the median of
+the rounds, with their range when they differ.
 
     tools/llama_cpp.sh setup                       # builds llama.cpp in /tmp/llama
     python tools/make_random_gpt2.py /tmp/gpt2-random
@@ -94,7 +95,7 @@ def speculative(generate):
             out = json.loads(run([generate, "--prompt", "And God said", "--max-new-tokens", "200",
                                   "--ignore-eos", "--json", *quant, *extra]))
             s = out["stats"]
-            acc = (s.get("speculative") or {}).get("acceptance_rate")
+            acc = (s.get("speculative") or s).get("acceptance_rate")
             rows.setdefault((label, mode), []).append((s["tokens_per_second"], acc))
     return rows
 
@@ -111,9 +112,10 @@ def machine():
 
 
 def span(values, digits=0):
-    lo, hi = min(values), max(values)
-    fmt = f"{{:.{digits}f}}"
-    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}–{fmt.format(hi)}"
+    """The median, then the range when the rounds differ: a noisy round shows, and misleads less."""
+    fmt = f"{{:.{digits}f}}".format
+    lo, hi, mid = min(values), max(values), sorted(values)[len(values) // 2]
+    return fmt(mid) if fmt(lo) == fmt(hi) else f"{fmt(mid)} ({fmt(lo)}–{fmt(hi)})"
 
 
 def main():
