@@ -19,8 +19,8 @@ use decode::core::{Batch, Cache, GenerationConfig, LanguageModel};
 use decode::models::backend::{Cpu, cpu_device};
 use decode::models::{Gpt2, Gpt2Config, Tokenizer};
 use decode::samplers::Engine;
-use decode::{LoadOptions, Quantization};
 use decode::samplers::speculative::{DraftModel, DraftSchedule, OracleDrafter, expected_speedup};
+use decode::{LoadOptions, Quantization};
 
 const PROMPT: usize = 32;
 const NEW: usize = 64;
