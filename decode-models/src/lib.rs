@@ -3,9 +3,11 @@
 //! - [`gpt2`]: the model ([`Gpt2`]), generic over the burn backend, implementing
 //!   [`decode_core::LanguageModel`] with a [`KvCache`]. Two paths compute it
 //!   ([`gpt2::ComputePath`]): on a CPU, the host path (plain Rust over host memory, bound by
-//!   memory bandwidth); elsewhere, burn tensor operations.
+//!   memory bandwidth; f32, f16, bf16 or q8_0 / q4_0 weights: [`gpt2::Quantization`]);
+//!   elsewhere, burn tensor operations. [`Gpt2::load`] takes a HuggingFace directory or a GGUF
+//!   file.
 //! - [`config`]: HuggingFace `config.json` ([`Gpt2Config`]), validated.
-//! - [`weights`]: `model.safetensors` in f32, f16 or bf16, every tensor's shape checked.
+//! - [`weights`]: GPT-2's weights in memory (f32, f16 or bf16), every tensor's shape checked.
 //! - [`gguf`]: llama.cpp's GPT-2 GGUF files: metadata, config, tensor infos, tokenizer, checked.
 //! - [`tokenizer`]: the GPT-2 byte-level BPE ([`Tokenizer`]) and a UTF-8-safe [`StreamDecoder`].
 //! - [`backend`]: the CPU backend (burn-flex, measured fastest); ndarray, CUDA and wgpu behind
