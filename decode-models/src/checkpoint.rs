@@ -326,11 +326,6 @@ impl Checkpoint {
         })
     }
 
-    /// The file read, if any.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The quantized formats of the tensors stored quantized.
     pub fn quantized(&self) -> impl Iterator<Item = Quantization> + '_ {
         self.entries.values().filter_map(|e| e.dtype.format())

@@ -228,11 +228,6 @@ impl HostLinear {
         }
     }
 
-    /// Whether q8_0 weights hold −128 (see [`QuantMatrix::has_q8_min`]).
-    pub fn has_q8_min(&self) -> bool {
-        matches!(&self.layout, Layout::Quant(m) if m.has_q8_min())
-    }
-
     /// Output `j`'s weights, widened to f32 into `out` (`inputs` long): an embedding row, when
     /// this layer is the LM head tied to the token embedding.
     pub fn column_into(&self, j: usize, out: &mut [f32]) {

@@ -286,12 +286,6 @@ impl QuantMatrix {
             (d, self.format.unpack(&q[..self.format.block_bytes()]))
         })
     }
-
-    /// Whether a q8_0 matrix holds −128, which llama.cpp's quantizers never write (the kernels
-    /// compute it exactly, but a file holding it was not written by llama.cpp).
-    pub fn has_q8_min(&self) -> bool {
-        self.format == Format::Q8_0 && self.quant_bytes().contains(&0x80)
-    }
 }
 
 /// Activation rows quantized to q8_0 (scales kept in f32), in the forms the kernels read.
@@ -1329,7 +1323,6 @@ mod tests {
                 }
                 m.set_gguf_row(j, &raw);
             }
-            assert_eq!(m.has_q8_min(), format == Format::Q8_0);
             // Activations at ±127 after quantizing: each block's extreme is ±amax.
             let x: Vec<f32> = (0..rows * inputs)
                 .map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 } * (1 + i % 5) as f32)
