@@ -836,7 +836,8 @@ fn read_header(r: &mut Reader<'_>) -> Result<u32> {
     let magic = r.bytes::<4>("the magic")?;
     if &magic != b"GGUF" {
         return Err(r.error(format!(
-            "not a GGUF file (it starts with {magic:02x?}, not \"GGUF\")"
+            "not a GGUF file (it starts with {magic:02x?}, not \"GGUF\"); a HuggingFace model \
+             loads from its folder"
         )));
     }
     let version = r.u32("the version")?;
