@@ -51,8 +51,8 @@ impl Stored {
         match self {
             Stored::F32 => 4 * width,
             Stored::F16 | Stored::BF16 => 2 * width,
-            Stored::Q8_0 => width.div_ceil(32) * 34,
-            Stored::Q4_0 => width.div_ceil(32) * 18,
+            Stored::Q8_0 => width.div_ceil(32) * (2 + Quantization::Q8_0.block_bytes()),
+            Stored::Q4_0 => width.div_ceil(32) * (2 + Quantization::Q4_0.block_bytes()),
         }
     }
 
@@ -75,7 +75,10 @@ impl Stored {
                 }
             }
             Stored::Q8_0 | Stored::Q4_0 => {
-                let format = self.format().unwrap_or(Quantization::Q8_0);
+                let format = match self {
+                    Stored::Q4_0 => Quantization::Q4_0,
+                    _ => Quantization::Q8_0,
+                };
                 let row_bytes = self.row_bytes(width);
                 for (row, out) in bytes.chunks_exact(row_bytes).zip(out.chunks_mut(width)) {
                     for (block, out) in row
@@ -260,12 +263,12 @@ impl Checkpoint {
         let mut entries = HashMap::new();
         let mut add = |name: String, t: TensorData| {
             // Other dtypes (weights built by hand) are widened to f32 first.
-            let t = match Stored::of_dtype(t.dtype) {
-                Some(_) => t,
-                None => t.convert::<f32>(),
+            let (t, dtype) = match Stored::of_dtype(t.dtype) {
+                Some(dtype) => (t, dtype),
+                None => (t.convert::<f32>(), Stored::F32),
             };
             let entry = Entry {
-                dtype: Stored::of_dtype(t.dtype).unwrap_or(Stored::F32),
+                dtype,
                 shape: t.shape.to_vec(),
                 transposed: false,
                 data: Data::Owned(t),

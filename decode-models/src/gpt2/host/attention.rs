@@ -12,9 +12,9 @@ use rayon::prelude::*;
 
 /// Below this many multiply-adds the heads run on the calling thread.
 const PARALLEL_WORK: usize = 1 << 15;
-/// From this many new tokens a head transposes its keys first (the transpose costs about one
-/// query's work).
-const TRANSPOSE_FROM: usize = 8;
+/// From this many new tokens a head of size 64 computes as two matrix products (laying the keys
+/// out as tiles costs about one query's work).
+const PRODUCTS_FROM: usize = 8;
 
 /// Where the new tokens of a pass go.
 #[derive(Debug, Clone, Copy)]
@@ -133,60 +133,20 @@ impl Head<'_> {
     fn attend_lanes(&self, out: &mut [f32]) {
         let hd = self.head_dim;
         let len = self.keys.len() / hd;
-        if hd == TILE && out.len() / hd >= TRANSPOSE_FROM {
+        if hd == TILE && out.len() / hd >= PRODUCTS_FROM {
             return self.attend_as_products(out, len);
         }
         let mut scores = vec![0f32; len];
-        // Many queries (a prompt): the keys transposed once, `[head_dim][len]`, so each query's
-        // scores are `head_dim` contiguous multiply-adds over the keys instead of one dot
-        // product (and its horizontal sum) per key.
-        let transposed = (out.len() / hd >= TRANSPOSE_FROM).then(|| {
-            let mut t = vec![0f32; hd * len];
-            for (j, k) in self.keys.chunks_exact(hd).enumerate() {
-                for (d, &v) in k.iter().enumerate() {
-                    t[d * len + j] = v;
-                }
-            }
-            t
-        });
         for (i, o) in out.chunks_exact_mut(hd).enumerate() {
             let me = self.start + i;
             let q = &self.queries[i * self.query_stride..][..hd];
             let scores = &mut scores[..=me];
-            match &transposed {
-                Some(t) => {
-                    scores.fill(0.0);
-                    for (&qd, column) in q.iter().zip(t.chunks_exact(len)) {
-                        for (s, &k) in scores.iter_mut().zip(column) {
-                            *s += qd * k;
-                        }
-                    }
-                }
-                None => {
-                    for (s, k) in scores.iter_mut().zip(self.keys.chunks_exact(hd)) {
-                        *s = dot(q, k);
-                    }
-                }
+            for (s, k) in scores.iter_mut().zip(self.keys.chunks_exact(hd)) {
+                *s = dot(q, k);
             }
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = if j == me || self.real[j] {
-                    *s * self.scale
-                } else {
-                    f32::NEG_INFINITY
-                };
-                max = max.max(*s);
-            }
-            for s in scores.iter_mut() {
-                // exp(−∞) must be 0: the vectorised exp saturates, so hidden slots are zeroed.
-                // (No running sum here: a sequential f32 sum would keep the loop scalar.)
-                let e = ops::exp(*s - max);
-                *s = if *s == f32::NEG_INFINITY { 0.0 } else { e };
-            }
-            let inv = 1.0 / sum(scores);
-            for (&s, v) in scores.iter().zip(self.values.chunks_exact(hd)) {
-                if s > 0.0 {
-                    let p = s * inv;
+            self.softmax(scores);
+            for (&p, v) in scores.iter().zip(self.values.chunks_exact(hd)) {
+                if p > 0.0 {
                     for (o, &v) in o.iter_mut().zip(v) {
                         *o += p * v;
                     }
@@ -197,6 +157,30 @@ impl Head<'_> {
 }
 
 impl Head<'_> {
+    /// Turns the raw scores of one query against slots `0..=me` (`me` the query's own slot) into
+    /// attention weights: scaled, hidden slots at zero weight, normalised.
+    #[inline(always)]
+    fn softmax(&self, scores: &mut [f32]) {
+        let me = scores.len() - 1;
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = if j == me || self.real[j] {
+                *s * self.scale
+            } else {
+                f32::NEG_INFINITY
+            };
+            max = max.max(*s);
+        }
+        for s in scores.iter_mut() {
+            // exp(−∞) must be 0: the vectorised exp saturates, so hidden slots are zeroed.
+            // (No running sum here: a sequential f32 sum would keep the loop scalar.)
+            let e = ops::exp(*s - max);
+            *s = if *s == f32::NEG_INFINITY { 0.0 } else { e };
+        }
+        let inv = 1.0 / sum(scores);
+        scores.iter_mut().for_each(|s| *s *= inv);
+    }
+
     /// A prompt's attention (`head_dim` = 64) as two products on the linear layers' tile kernel
     /// (compute-bound work at the FMA units' rate): the scores `Q·Kᵀ`, the keys laid out as tiles
     /// of 64 keys, then `P·V`, the values already being one tile (`[len][64]`). The products run
@@ -231,22 +215,10 @@ impl Head<'_> {
                 }
                 for (i, row) in p.chunks_exact_mut(len).enumerate() {
                     let me = self.start + i;
-                    let mut max = f32::NEG_INFINITY;
                     for (j, v) in row[..=me].iter_mut().enumerate() {
-                        let s = scores[((j / TILE) * steps + i) * TILE + j % TILE];
-                        *v = if j == me || self.real[j] {
-                            s * self.scale
-                        } else {
-                            f32::NEG_INFINITY
-                        };
-                        max = max.max(*v);
+                        *v = scores[((j / TILE) * steps + i) * TILE + j % TILE];
                     }
-                    for v in row[..=me].iter_mut() {
-                        let e = ops::exp(*v - max);
-                        *v = if *v == f32::NEG_INFINITY { 0.0 } else { e };
-                    }
-                    let inv = 1.0 / sum(&row[..=me]);
-                    row[..=me].iter_mut().for_each(|v| *v *= inv);
+                    self.softmax(&mut row[..=me]);
                     row[me + 1..].fill(0.0);
                 }
                 linear::tile(self.values, p, steps, len, out);
@@ -327,11 +299,11 @@ mod tests {
         assert_eq!(third, [4., 8., 10., 12.]);
     }
 
-    /// A prompt long enough for the transposed-keys path gives what one token at a time gives
+    /// A prompt long enough for the products path gives what one token at a time gives
     /// (the per-key dot products), padding slots included.
     #[test]
     fn prompt_paths_match_the_step_path() {
-        // head_dim 16: keys transposed; 64: the tile products (70 keys: a partial second tile).
+        // head_dim 16: one dot product per key; 64: the tile products (70 keys: a partial tile).
         for (head_dim, steps) in [(16, 20), (64, 70)] {
             prompt_path_matches_the_step_path(2, head_dim, steps);
         }

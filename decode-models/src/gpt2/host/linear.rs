@@ -196,17 +196,13 @@ impl HostLinear {
     /// `quantize`'s blocks; quantized weights as they are (`quantize` must then be `None` or
     /// their own format: the caller checks).
     pub fn new(source: &Source, bias: Option<Vec<f32>>, quantize: Option<Format>) -> Self {
-        let layout = match (source.dtype.format(), quantize, source.dtype) {
-            (Some(format), _, _) | (None, Some(format), _) => {
-                Layout::Quant(quantized(source, format))
-            }
-            (None, None, Stored::F16) => {
-                Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]])))
-            }
-            (None, None, Stored::BF16) => {
+        let layout = match (source.dtype.format().or(quantize), source.dtype) {
+            (Some(format), _) => Layout::Quant(quantized(source, format)),
+            (None, Stored::F16) => Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]]))),
+            (None, Stored::BF16) => {
                 Layout::BF16(tiled(source, |b| bf16::from_le_bytes([b[0], b[1]])))
             }
-            (None, None, _) => Layout::F32(tiled(source, |b| {
+            (None, _) => Layout::F32(tiled(source, |b| {
                 f32::from_le_bytes([b[0], b[1], b[2], b[3]])
             })),
         };
