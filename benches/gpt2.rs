@@ -56,7 +56,7 @@ fn bench_path<B: Backend>(c: &mut Criterion, target: Target<'_, B>) {
     group.throughput(Throughput::Elements(PROMPT as u64));
     group.bench_function(format!("prefill_{PROMPT}/{name}"), |b| {
         b.iter(|| {
-            let mut cache = model.new_cache(1);
+            let mut cache = model.new_cache(1, model.context_length()).unwrap();
             model
                 .forward_last(&Batch::single(&prompt), &mut cache)
                 .unwrap()
@@ -67,7 +67,7 @@ fn bench_path<B: Backend>(c: &mut Criterion, target: Target<'_, B>) {
     for rows in rows {
         group.throughput(Throughput::Elements(rows as u64));
         let prompts = vec![prompt.clone(); rows];
-        let mut cache = model.new_cache(rows);
+        let mut cache = model.new_cache(rows, model.context_length()).unwrap();
         model
             .forward(&Batch::from_rows(&prompts).unwrap(), &mut cache)
             .unwrap();

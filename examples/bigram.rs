@@ -105,11 +105,12 @@ impl LanguageModel for Bigram {
     fn eos_token_ids(&self) -> &[u32] {
         &[50256]
     }
-    fn new_cache(&self, rows: usize) -> Positions {
-        Positions {
+    fn new_cache(&self, rows: usize, _positions: usize) -> Result<Positions> {
+        // A bigram needs no keys or values: the cache only counts positions.
+        Ok(Positions {
             len: 0,
             rows: vec![0; rows],
-        }
+        })
     }
     fn forward(&self, batch: &Batch, cache: &mut Positions) -> Result<Logits> {
         batch.check_vocab(self.vocab)?;

@@ -219,6 +219,8 @@ fn cli_message(e: &Error) -> String {
         "max_ngram" => "prompt-lookup",
         "eos_token_id" | "banned_tokens" | "bad_words_ids" | "logit_bias"
         | "min_tokens_to_keep" | "prompt" => return e.to_string(),
+        // An environment variable, named as it is spelled.
+        env if env.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') => return e.to_string(),
         other => return format!("invalid --{}: {message}", other.replace('_', "-")),
     };
     format!("invalid --{flag}: {message}")

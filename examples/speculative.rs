@@ -109,7 +109,7 @@ fn oracle(json: bool, quantize: Option<Quantization>) -> decode::Result<()> {
     // What a verify pass of γ+1 tokens costs against a one-token step, from a 64-token cache.
     let mut pass_cost = Vec::new();
     for tokens in [1usize, 3, 5, 9] {
-        let mut cache = model.new_cache(1);
+        let mut cache = model.new_cache(1, model.context_length())?;
         model.forward_last(&Batch::single(&reference[..64]), &mut cache)?;
         let started = Instant::now();
         for _ in 0..5 {

@@ -66,6 +66,11 @@ pub enum Error {
     /// The request is valid but not supported (a missing GPU driver, an unknown activation…).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// An allocation the system refused (a KV cache, a batch's logits): the request needs more
+    /// memory than this process may use. Requests are estimated first
+    /// ([`crate::memory::available_bytes`]), so this is rare: another process took the memory.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// NaN or infinite values where finite ones are required: the model's logits (non-finite
     /// weights or inputs) or logits after the processors (a setting whose effect overflows f32,
     /// or every token masked). The message names the step and the sequence.

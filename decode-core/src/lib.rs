@@ -8,7 +8,8 @@
 //! burn; `decode-samplers` turns logits into tokens and runs the generation engine over any
 //! [`LanguageModel`]. Speculative decoding and beam search need exactly two things from a cache:
 //! roll back ([`Cache::truncate`], or [`Cache::rollback`] per row) and follow beams
-//! ([`Cache::reorder`]).
+//! ([`Cache::reorder`]). [`memory`] says how much memory the process may still use, for the
+//! estimate every request is checked against.
 
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod memory;
 pub mod model;
 pub mod sampling;
 pub mod text;

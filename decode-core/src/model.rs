@@ -20,13 +20,22 @@ pub trait LanguageModel {
     /// Token ids that end a sequence.
     fn eos_token_ids(&self) -> &[u32];
 
-    /// An empty cache for `rows` sequences.
-    fn new_cache(&self, rows: usize) -> Self::Cache;
+    /// An empty cache for `rows` sequences with room for `positions` positions each (the most a
+    /// request will hold; the cache may still grow past them). An error, not an abort, when the
+    /// memory cannot be had.
+    fn new_cache(&self, rows: usize, positions: usize) -> Result<Self::Cache>;
 
     /// Bytes the cache holds per row and position (keys and values of every layer), for the
-    /// memory estimate a request is checked against before anything is allocated. 0 (the
-    /// default) when unknown: such a model's requests are bounded by their rows and positions only.
+    /// memory estimate a request is checked against before anything is allocated: a cache made
+    /// by `new_cache(rows, positions)` holds `rows × positions ×` this. 0 (the default) when
+    /// unknown: such a model's requests are bounded by their rows and positions only.
     fn cache_bytes_per_position(&self) -> usize {
+        0
+    }
+
+    /// Bytes a forward pass allocates per input token besides the cache and the logits (its
+    /// activations), for the same estimate. 0 (the default) when unknown.
+    fn pass_bytes_per_token(&self) -> usize {
         0
     }
 

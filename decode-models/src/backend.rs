@@ -224,3 +224,9 @@ fn wgpu_missing(why: &str) -> Error {
          driver works (Debian and Ubuntu: the mesa-vulkan-drivers package)"
     ))
 }
+
+/// Whether `device` is a CPU backend's: the host path runs there, and its tensors live in host
+/// memory (so the KV cache is allocated, grown and reordered there, fallibly).
+pub(crate) fn is_cpu<B: Backend>(device: &B::Device) -> bool {
+    matches!(B::name(device).as_str(), "flex" | "ndarray")
+}

@@ -8,6 +8,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+use decode_core::memory::zeroed_f32;
 use decode_core::{Batch, Cache, Error, Result};
 
 /// Where a forward pass writes its new tokens, returned by [`KvCache::begin`].
@@ -54,8 +55,9 @@ pub struct KvCache<B: Backend> {
 
 impl<B: Backend> KvCache<B> {
     /// An empty cache of `layers` layers for `rows` sequences, with room for `capacity` slots
-    /// before it grows (it doubles when full), holding keys and values in `dtype` (the dtype the
-    /// model computes in: f32, or f16/bf16 on a GPU).
+    /// before it grows (to what a pass needs, or double), holding keys and values in `dtype` (the
+    /// dtype the model computes in: f32, or f16/bf16 on a GPU). On a CPU backend the buffers are
+    /// allocated in host memory with a call that can fail: [`Error::OutOfMemory`], not an abort.
     pub fn new(
         layers: usize,
         rows: usize,
@@ -64,11 +66,10 @@ impl<B: Backend> KvCache<B> {
         capacity: usize,
         device: &B::Device,
         dtype: DType,
-    ) -> Self {
+    ) -> Result<Self> {
         let capacity = capacity.max(1);
-        let zeros = || Tensor::<B, 4>::zeros([rows, heads, capacity, head_dim], (device, dtype));
-        KvCache {
-            layers: (0..layers).map(|_| Some((zeros(), zeros()))).collect(),
+        let mut cache = KvCache {
+            layers: Vec::with_capacity(layers),
             rows,
             heads,
             head_dim,
@@ -79,7 +80,37 @@ impl<B: Backend> KvCache<B> {
             dense: true,
             dtype,
             device: device.clone(),
+        };
+        for _ in 0..layers {
+            let layer = (cache.zeros(rows, capacity)?, cache.zeros(rows, capacity)?);
+            cache.layers.push(Some(layer));
         }
+        Ok(cache)
+    }
+
+    /// One layer's keys or values, zero: `[rows, heads, capacity, head_dim]`.
+    fn zeros(&self, rows: usize, capacity: usize) -> Result<Tensor<B, 4>> {
+        let shape = [rows, self.heads, capacity, self.head_dim];
+        if !crate::backend::is_cpu::<B>(&self.device) {
+            return Ok(Tensor::zeros(shape, (&self.device, self.dtype)));
+        }
+        let values = zeroed_f32(self.values_of(rows, capacity)?, "the KV cache")?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            (&self.device, self.dtype),
+        ))
+    }
+
+    /// Values in one layer's keys for `rows × capacity` slots, checked.
+    fn values_of(&self, rows: usize, capacity: usize) -> Result<usize> {
+        [self.heads, capacity, self.head_dim]
+            .into_iter()
+            .try_fold(rows, usize::checked_mul)
+            .ok_or_else(|| {
+                Error::OutOfMemory(format!(
+                    "a KV cache of {rows} rows × {capacity} slots is larger than any address space"
+                ))
+            })
     }
 
     /// Slots allocated.
@@ -106,7 +137,7 @@ impl<B: Backend> KvCache<B> {
         let start = self.len;
         let end = start + steps;
         if end > self.capacity {
-            self.grow(end.max(self.capacity * 2));
+            self.grow(end.max(self.capacity.saturating_mul(2)))?;
         }
         let mut positions = Vec::with_capacity(self.rows * steps);
         for row in 0..self.rows {
@@ -216,7 +247,11 @@ impl<B: Backend> KvCache<B> {
         Tensor::from_data(TensorData::new(m, [self.rows, 1, steps, len]), &self.device)
     }
 
-    fn grow(&mut self, capacity: usize) {
+    /// Room for `capacity` slots, the written ones kept.
+    fn grow(&mut self, capacity: usize) -> Result<()> {
+        if crate::backend::is_cpu::<B>(&self.device) {
+            return self.rebuild_on_host(self.rows, capacity, |r| r);
+        }
         let extra = capacity - self.capacity;
         let shape = [self.rows, self.heads, extra, self.head_dim];
         for (k, v) in self.layers.iter_mut().flatten() {
@@ -225,6 +260,57 @@ impl<B: Backend> KvCache<B> {
             *v = Tensor::cat(vec![v.clone(), pad], 2);
         }
         self.capacity = capacity;
+        Ok(())
+    }
+
+    /// Rebuilds every layer in host memory as `rows` rows of `capacity` slots, new row `r` a copy
+    /// of old row `source(r)`. The new buffers are all allocated before the old ones go, so a
+    /// refused allocation is an [`Error::OutOfMemory`] that leaves the cache as it was.
+    fn rebuild_on_host(
+        &mut self,
+        rows: usize,
+        capacity: usize,
+        source: impl Fn(usize) -> usize,
+    ) -> Result<()> {
+        let old = self.take_host()?;
+        let n = match self.values_of(rows, capacity) {
+            Ok(n) => n,
+            Err(e) => {
+                self.restore_host(old);
+                return Err(e);
+            }
+        };
+        let mut new = Vec::with_capacity(old.len());
+        for _ in &old {
+            match (zeroed_f32(n, "the KV cache"), zeroed_f32(n, "the KV cache")) {
+                (Ok(keys), Ok(values)) => new.push(HostLayer {
+                    keys,
+                    values,
+                    shape: [rows, self.heads, capacity, self.head_dim],
+                }),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.restore_host(old);
+                    return Err(e);
+                }
+            }
+        }
+        let (heads, hd, old_capacity) = (self.heads, self.head_dim, self.capacity);
+        let kept = old_capacity.min(capacity) * hd;
+        for (to, from) in new.iter_mut().zip(&old) {
+            for r in 0..rows {
+                for h in 0..heads {
+                    let dst = (r * heads + h) * capacity * hd;
+                    let src = (source(r) * heads + h) * old_capacity * hd;
+                    to.keys[dst..dst + kept].copy_from_slice(&from.keys[src..src + kept]);
+                    to.values[dst..dst + kept].copy_from_slice(&from.values[src..src + kept]);
+                }
+            }
+        }
+        drop(old);
+        self.rows = rows;
+        self.capacity = capacity;
+        self.restore_host(new);
+        Ok(())
     }
 
     fn recount(&mut self, row: usize) {
@@ -268,12 +354,17 @@ impl<B: Backend> Cache for KvCache<B> {
                 format!("row {bad} does not exist (the cache has {})", self.rows),
             ));
         }
-        let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let index =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &self.device);
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.clone().select(0, index.clone());
-            *v = v.clone().select(0, index.clone());
+        if crate::backend::is_cpu::<B>(&self.device) {
+            // The new rows are allocated whole before the old go: beam search's peak is two caches.
+            self.rebuild_on_host(rows.len(), self.capacity, |r| rows[r])?;
+        } else {
+            let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let index =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &self.device);
+            for (k, v) in self.layers.iter_mut().flatten() {
+                *k = k.clone().select(0, index.clone());
+                *v = v.clone().select(0, index.clone());
+            }
         }
         self.real = rows.iter().map(|&r| self.real[r].clone()).collect();
         self.positions = rows.iter().map(|&r| self.positions[r]).collect();

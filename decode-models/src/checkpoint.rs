@@ -95,12 +95,113 @@ impl Stored {
         }
     }
 
+    /// Where the first NaN or ±∞ of `bytes` (rows `width` wide) is, or `None` when every value is
+    /// finite; for quantized blocks, their f16 scales (the values are integers). One pass over the
+    /// bytes, a chunk at a time: each chunk's test is branch-free, so it vectorises.
+    pub fn first_non_finite(self, bytes: &[u8], width: usize) -> Option<NonFiniteValue> {
+        // A value is NaN or ±∞ exactly when its exponent bits are all ones.
+        fn scan<const N: usize>(
+            bytes: &[u8],
+            stride: usize,
+            bits: impl Fn([u8; N]) -> u32,
+            exponent: u32,
+        ) -> Option<(usize, u32)> {
+            const CHUNK: usize = 4096;
+            let value = |c: &[u8]| {
+                let mut v = [0u8; N];
+                v.copy_from_slice(&c[..N]);
+                bits(v)
+            };
+            let bad = |v: u32| v & exponent == exponent;
+            bytes
+                .chunks(CHUNK * stride)
+                .enumerate()
+                .find_map(|(chunk, part)| {
+                    let values = part.chunks_exact(stride);
+                    if values.clone().fold(false, |acc, c| acc | bad(value(c))) {
+                        let (i, v) = values.map(value).enumerate().find(|&(_, v)| bad(v))?;
+                        Some((chunk * CHUNK + i, v))
+                    } else {
+                        None
+                    }
+                })
+        }
+        let f16_bits = |b: [u8; 2]| u32::from(u16::from_le_bytes(b));
+        let (index, value) = match self {
+            Stored::F32 => {
+                let (i, v) = scan(bytes, 4, u32::from_le_bytes, 0x7f80_0000)?;
+                (i, f32::from_bits(v))
+            }
+            Stored::F16 => {
+                let (i, v) = scan(bytes, 2, f16_bits, 0x7c00)?;
+                (i, f16::from_bits(v as u16).to_f32())
+            }
+            Stored::BF16 => {
+                let (i, v) = scan(bytes, 2, f16_bits, 0x7f80)?;
+                (i, bf16::from_bits(v as u16).to_f32())
+            }
+            Stored::Q8_0 | Stored::Q4_0 => {
+                let block = self.row_bytes(32);
+                let (b, v) = scan(bytes, block, f16_bits, 0x7c00)?;
+                let per_row = width.div_ceil(32).max(1);
+                return Some(NonFiniteValue {
+                    value: f16::from_bits(v as u16).to_f32(),
+                    row: b / per_row,
+                    column: (b % per_row) * 32,
+                    scale: true,
+                });
+            }
+        };
+        let width = width.max(1);
+        Some(NonFiniteValue {
+            value,
+            row: index / width,
+            column: index % width,
+            scale: false,
+        })
+    }
+
     fn of_dtype(dtype: DType) -> Option<Stored> {
         match dtype {
             DType::F32 => Some(Stored::F32),
             DType::F16 => Some(Stored::F16),
             DType::BF16 => Some(Stored::BF16),
             _ => None,
+        }
+    }
+}
+
+/// A NaN or ±∞ found in a stored tensor ([`Stored::first_non_finite`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NonFiniteValue {
+    /// The value (NaN, +∞ or −∞).
+    pub value: f32,
+    /// Its row and column (for a block scale, the block's first column).
+    pub row: usize,
+    /// See `row`.
+    pub column: usize,
+    /// Whether it is a quantized block's scale.
+    pub scale: bool,
+}
+
+impl std::fmt::Display for NonFiniteValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.value.is_nan() {
+            "NaN"
+        } else if self.value > 0.0 {
+            "+inf"
+        } else {
+            "-inf"
+        };
+        match self.scale {
+            true => write!(
+                f,
+                "a block scale of {what} (row {}, columns {}..{})",
+                self.row,
+                self.column,
+                self.column + 32
+            ),
+            false => write!(f, "{what} at row {}, column {}", self.row, self.column),
         }
     }
 }
@@ -347,6 +448,24 @@ impl Checkpoint {
             .remove(name)
             .ok_or_else(|| Error::format(&self.path, format!("missing tensor {name}")))?;
         self.taken += entry.bytes() as u64;
+        let bytes = match &entry.data {
+            Data::Owned(t) => t.as_bytes(),
+            Data::Mapped(range) => self
+                .map
+                .as_ref()
+                .and_then(|map| map.get(range.clone()))
+                .ok_or_else(|| Error::format(&self.path, "the file is not mapped"))?,
+        };
+        let width = entry.shape.last().copied().unwrap_or(1);
+        if let Some(bad) = entry.dtype.first_non_finite(bytes, width) {
+            return Err(Error::NonFinite(format!(
+                "{}tensor {name} holds {bad}: the model would compute NaN",
+                match self.path.as_os_str().is_empty() {
+                    true => String::new(),
+                    false => format!("{}: ", self.path.display()),
+                }
+            )));
+        }
         let out = match &entry.data {
             Data::Owned(t) => f(Raw {
                 bytes: t.as_bytes(),

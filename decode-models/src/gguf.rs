@@ -354,10 +354,28 @@ impl GgufFile {
             .pos
             .checked_next_multiple_of(alignment)
             .ok_or_else(|| r.error("the data section's offset overflows"))?;
-        let tensors = infos
-            .into_iter()
-            .map(|info| place_tensor(path, info, data_offset, alignment, file_len))
-            .collect::<Result<Vec<_>>>()?;
+        // As llama.cpp reads it: each tensor's data starts where the one before it ends (padded to
+        // the alignment), so no two tensors share bytes and none hides in a gap.
+        let mut expected = 0u64;
+        let mut tensors = Vec::with_capacity(infos.len());
+        for info in infos {
+            let tensor = place_tensor(path, info, data_offset, alignment, file_len)?;
+            let start = tensor.offset - data_offset;
+            if start != expected {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "tensor {}'s data starts at offset {start} of the data section, but the \
+                         tensors listed before it end at {expected}: tensor data must follow in \
+                         order, without overlaps or gaps",
+                        tensor.name
+                    ),
+                ));
+            }
+            // Inside the file, so far from overflowing.
+            expected = start + tensor.bytes.next_multiple_of(alignment);
+            tensors.push(tensor);
+        }
         Ok(GgufFile {
             path: path.to_path_buf(),
             version,

@@ -170,7 +170,7 @@ fn prompt_longer_than_the_context() {
     );
     assert!(greedy(&model, &prompt, 4, true).is_ok());
     // The model itself refuses too, leaving the cache untouched.
-    let mut cache = model.new_cache(1);
+    let mut cache = model.new_cache(1, model.context_length()).unwrap();
     let err = model
         .forward(&Batch::single(&vec![1; limit + 1]), &mut cache)
         .unwrap_err();
@@ -201,7 +201,7 @@ fn a_cache_from_another_model_is_refused() {
         &cpu_device(),
     )
     .unwrap();
-    let mut cache = other.new_cache(1);
+    let mut cache = other.new_cache(1, other.context_length()).unwrap();
     let err = model
         .forward(&Batch::single(&[1, 2]), &mut cache)
         .unwrap_err();

@@ -42,7 +42,7 @@ fn argmax(v: &[f64]) -> usize {
 fn held_out_log_probs(model: &Gpt2<Cpu>, windows: &[Vec<u32>]) -> Vec<Vec<f64>> {
     let mut out = Vec::new();
     for window in windows {
-        let mut cache = model.new_cache(1);
+        let mut cache = model.new_cache(1, model.context_length()).unwrap();
         let logits = model.forward(&Batch::single(window), &mut cache).unwrap();
         for step in 0..window.len() {
             out.push(log_softmax(logits.get(0, step)));
@@ -149,7 +149,7 @@ fn gguf_and_load_time_quantization_give_identical_logits() {
         )
         .unwrap();
         let run = |m: &Gpt2<Cpu>| {
-            let mut cache = m.new_cache(1);
+            let mut cache = m.new_cache(1, m.context_length()).unwrap();
             m.forward(&Batch::single(&prompt), &mut cache)
                 .unwrap()
                 .as_slice()

@@ -267,7 +267,7 @@ impl<C: Cache> BeamSearch<C> {
                 tokens: 0,
             });
         }
-        let mut cache = model.new_cache(1);
+        let mut cache = model.new_cache(1, tokens.len().saturating_add(max_new))?;
         let logits = model.forward_last(&Batch::single(&tokens), &mut cache)?;
         cache.reorder(&vec![0; self.beams])?;
         self.search = Some(Search {

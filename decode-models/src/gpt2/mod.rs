@@ -15,6 +15,7 @@ use burn::tensor::{DType, TensorData};
 use decode_core::{Batch, Cache, Error, LanguageModel, Logits, Result};
 
 use crate::KvCache;
+use crate::backend::is_cpu;
 use crate::checkpoint::Checkpoint;
 use crate::gguf::GgufFile;
 
@@ -23,9 +24,6 @@ use tensor::BurnGpt2;
 
 use crate::Gpt2Config;
 use crate::weights::Gpt2Weights;
-
-/// Slots a new cache holds before it first grows.
-const INITIAL_CACHE_SLOTS: usize = 128;
 
 /// How the forward pass is computed. Both paths compute the same function; they differ in speed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -238,6 +236,8 @@ impl<B: Backend> Gpt2<B> {
         options: LoadOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
+        // Both paths run on rayon (the host kernels, and burn-flex): its settings are read first.
+        host::check_env()?;
         let host = options.path.is_host::<B>(device);
         if let Some(asked) = options.quantize
             && let Some(stored) = ckpt.quantized().find(|&stored| stored != asked)
@@ -387,14 +387,21 @@ impl<B: Backend> LanguageModel for Gpt2<B> {
         c.n_layer * 2 * c.n_embd * self.dtype().size()
     }
 
-    fn new_cache(&self, rows: usize) -> KvCache<B> {
+    fn pass_bytes_per_token(&self) -> usize {
+        // Every activation of a block at once (the residual stream, layer norms, q/k/v, the
+        // attention output per head and joined, the MLP's hidden layer and output), in f32.
+        let c = &self.config;
+        4 * (11 * c.n_embd + c.n_inner)
+    }
+
+    fn new_cache(&self, rows: usize, positions: usize) -> Result<KvCache<B>> {
         let c = &self.config;
         KvCache::new(
             c.n_layer,
             rows,
             c.n_head,
             c.head_dim(),
-            c.n_positions.min(INITIAL_CACHE_SLOTS),
+            positions.min(c.n_positions),
             &self.device,
             self.dtype(),
         )
@@ -471,9 +478,4 @@ fn transpose(t: TensorData) -> TensorData {
     .unwrap_or_else(|| {
         flip::<f32>(&t.convert::<f32>()).unwrap_or(TensorData::new(Vec::<f32>::new(), [0, 0]))
     })
-}
-
-/// Whether `device` is a CPU backend's (the host path runs there).
-fn is_cpu<B: Backend>(device: &B::Device) -> bool {
-    matches!(B::name(device).as_str(), "flex" | "ndarray")
 }

@@ -28,7 +28,7 @@
 //! #     fn vocab_size(&self) -> usize { 8 }
 //! #     fn context_length(&self) -> usize { 64 }
 //! #     fn eos_token_ids(&self) -> &[u32] { &[7] }
-//! #     fn new_cache(&self, rows: usize) -> Len { Len(0, vec![0; rows]) }
+//! #     fn new_cache(&self, rows: usize, _: usize) -> Result<Len> { Ok(Len(0, vec![0; rows])) }
 //! #     fn forward(&self, batch: &Batch, cache: &mut Len) -> Result<Logits> {
 //! #         cache.0 += batch.steps();
 //! #         let mut data = Vec::new();
@@ -70,7 +70,9 @@ pub use output::{
     Flow, GenerationOutput, GenerationStats, PositionStats, Sequence, SpeculativeStats, StopReason,
     TextDelta,
 };
-pub use request::{MAX_REQUEST_BYTES, check_prompt, check_request};
+pub use request::{
+    FALLBACK_MEMORY_LIMIT, check_memory, check_prompt, check_request, memory_limit, memory_needed,
+};
 
 use crate::SamplerChain;
 use crate::beam::BeamSearch;
@@ -96,6 +98,7 @@ pub struct Engine<'m, M: LanguageModel> {
     text: Option<&'m dyn TokenText>,
     drafter: Option<(Box<dyn Drafter + 'm>, DraftSchedule)>,
     chains: Option<Box<dyn FnMut(usize) -> SamplerChain + 'm>>,
+    memory_limit: Option<u64>,
 }
 
 impl<'m, M: LanguageModel> Engine<'m, M> {
@@ -108,7 +111,16 @@ impl<'m, M: LanguageModel> Engine<'m, M> {
             text: None,
             drafter: None,
             chains: None,
+            memory_limit: None,
         }
+    }
+
+    /// Caps the memory a request may need at `bytes` (see [`memory_limit`]: by default, what the
+    /// system says this process may still allocate). A request whose estimate
+    /// ([`memory_needed`]) passes it is refused before anything is allocated.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
     }
 
     /// Decodes each token's text as it is chosen ([`TextDelta::text`]), which `stop_strings`
@@ -144,8 +156,16 @@ impl<'m, M: LanguageModel> Engine<'m, M> {
             text,
             drafter,
             mut chains,
+            memory_limit: cap,
         } = self;
         let eos = check_request(model, prompts, &config)?;
+        check_memory(
+            model,
+            prompts,
+            &config,
+            drafter.is_some(),
+            memory_limit(cap),
+        )?;
         let rules = StopRules::new(&config, &eos);
         match text {
             Some(text) => text.check_against(model.vocab_size())?,

@@ -6,7 +6,7 @@ use decode_core::{Batch, Context, LanguageModel, Result};
 use super::Report;
 use super::checks::{check_chosen, check_logits, log_softmax_at};
 use super::output::TextDelta;
-use super::sequence::{Row, StopRules};
+use super::sequence::{Row, StopRules, slots_needed};
 
 /// The state of plain decoding between steps.
 pub(crate) struct Plain<C> {
@@ -38,7 +38,7 @@ impl<C> Plain<C> {
         let prefill = self.cache.is_none();
         let logits = match &mut self.cache {
             None => {
-                let mut cache = model.new_cache(rows.len());
+                let mut cache = model.new_cache(rows.len(), slots_needed(rows))?;
                 let prompts: Vec<Vec<u32>> = rows.iter().map(|r| r.tokens.clone()).collect();
                 let logits = model.forward_last(&Batch::left_padded(&prompts, pad), &mut cache)?;
                 self.cache = Some(cache);

@@ -74,6 +74,14 @@ pub(crate) struct Row<'t> {
     text: Option<Text<'t>>,
 }
 
+/// Cache slots a batch of `rows` needs at most: every row left-padded to the longest prompt,
+/// then one slot a step for as many steps as the longest budget (a row's last token is never fed).
+pub(crate) fn slots_needed(rows: &[Row<'_>]) -> usize {
+    let longest = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+    let budget = rows.iter().map(|r| r.budget).max().unwrap_or(0);
+    longest.saturating_add(budget).max(1)
+}
+
 impl<'t> Row<'t> {
     pub(crate) fn new(
         prompt: usize,

@@ -118,7 +118,13 @@ impl<M: LanguageModel> Drafter for DraftModel<'_, M> {
         let started = Instant::now();
         let rows = requests.len();
         if self.cache.as_ref().is_none_or(|c| c.rows() != rows) {
-            self.cache = Some(self.model.new_cache(rows));
+            // Room for the longest sequence and its draft now (the cache grows past it if need be).
+            let slots = requests
+                .iter()
+                .map(|r| r.tokens.len().saturating_add(r.max))
+                .max()
+                .unwrap_or(1);
+            self.cache = Some(self.model.new_cache(rows, slots)?);
             self.fed = vec![0; rows];
             self.rngs = (0..rows)
                 .map(|r| Multinomial::new(self.seed.wrapping_add(r as u64)))

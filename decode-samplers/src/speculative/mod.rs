@@ -22,7 +22,7 @@ pub use drafter::{Draft, DraftModel, DraftRequest, Drafter, OracleDrafter, Promp
 pub use schedule::{DraftSchedule, GammaState, MAX_DRAFT_TOKENS, expected_speedup};
 pub use verify::{Verdict, check_draft, verify};
 
-use crate::engine::sequence::{Row, StopRules};
+use crate::engine::sequence::{Row, StopRules, slots_needed};
 use crate::engine::{PositionStats, Report, SpeculativeStats, TextDelta, log_softmax_at};
 
 /// The state of speculative decoding between steps.
@@ -208,7 +208,9 @@ impl<'d, C: Cache> Speculation<'d, C> {
         rows: &[Row<'_>],
     ) -> Result<Report> {
         let started = Instant::now();
-        let mut cache = model.new_cache(rows.len());
+        // Room for every row's tokens and one pass's drafts beyond them.
+        let slots = slots_needed(rows).saturating_add(MAX_DRAFT_TOKENS + 1);
+        let mut cache = model.new_cache(rows.len(), slots)?;
         let heads: Vec<Vec<u32>> = rows
             .iter()
             .map(|r| r.tokens[..r.tokens.len() - 1].to_vec())

@@ -146,7 +146,8 @@ impl Head<'_> {
             }
             self.softmax(scores);
             for (&p, v) in scores.iter().zip(self.values.chunks_exact(hd)) {
-                if p > 0.0 {
+                // Hidden slots (weight 0) are skipped; a NaN weight is not.
+                if !(p <= 0.0) {
                     for (o, &v) in o.iter_mut().zip(v) {
                         *o += p * v;
                     }
@@ -163,13 +164,21 @@ impl Head<'_> {
     fn softmax(&self, scores: &mut [f32]) {
         let me = scores.len() - 1;
         let mut max = f32::NEG_INFINITY;
+        // A NaN or +∞ score (non-finite activations) must reach the logits, where the engine
+        // refuses them: `max` and the vectorised `exp` would clamp it to a plausible weight.
+        let mut poisoned = false;
         for (j, s) in scores.iter_mut().enumerate() {
             *s = if j == me || self.real[j] {
                 *s * self.scale
             } else {
                 f32::NEG_INFINITY
             };
+            poisoned |= !(*s < f32::INFINITY);
             max = max.max(*s);
+        }
+        if poisoned {
+            scores.fill(f32::NAN);
+            return;
         }
         for s in scores.iter_mut() {
             // exp(−∞) must be 0: the vectorised exp saturates, so hidden slots are zeroed.
@@ -297,6 +306,33 @@ mod tests {
             1.0,
         );
         assert_eq!(third, [4., 8., 10., 12.]);
+    }
+
+    /// A NaN or +∞ activation reaches the output on both paths (the step path and, for a long
+    /// prompt of head size 64, the products), never a clamped, plausible weight.
+    #[test]
+    fn non_finite_scores_reach_the_output() {
+        for (head_dim, steps) in [(4, 3), (64, 10)] {
+            for poison in [f32::NAN, f32::INFINITY] {
+                let embd = head_dim;
+                let mut qkv = vec![0.25f32; steps * 3 * embd];
+                // The first token's key: every later query's score against it is non-finite.
+                qkv[embd] = poison;
+                let mut cache = HostLayer {
+                    keys: vec![0.0; steps * head_dim],
+                    values: vec![0.0; steps * head_dim],
+                    shape: [1, 1, steps, head_dim],
+                };
+                let real = vec![true; steps];
+                let out = attend(&qkv, &mut cache, Span { steps, start: 0 }, &[&real], 1.0);
+                for (i, token) in out.chunks_exact(embd).enumerate() {
+                    assert!(
+                        token.iter().all(|v| v.is_nan()),
+                        "head_dim {head_dim}, {poison}: token {i} gave {token:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// A prompt long enough for the products path gives what one token at a time gives

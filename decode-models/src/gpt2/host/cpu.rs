@@ -1,6 +1,7 @@
 //! Which SIMD instructions the host kernels use: the best this CPU has, unless the environment
 //! variable `DECODE_SIMD` caps it (`avx2` or `portable`), so the AVX2 and portable kernels can be
-//! measured on a machine that has AVX-512 (`DECODE_SIMD=avx2 cargo bench --bench gpt2`).
+//! measured on a machine that has AVX-512 (`DECODE_SIMD=avx2 cargo bench --bench gpt2`); and how
+//! many threads they run on (`RAYON_NUM_THREADS`, checked).
 
 use std::sync::OnceLock;
 
@@ -32,9 +33,46 @@ pub fn cap() -> Option<Simd> {
     read_cap().ok().flatten()
 }
 
-/// Refuses a `DECODE_SIMD` that names no level.
+/// Refuses a `DECODE_SIMD` that names no level and a `RAYON_NUM_THREADS` that is not a thread
+/// count (rayon would quietly ignore the first and try to spawn any number of the second).
 pub fn check_env() -> Result<()> {
-    read_cap().map(|_| ())
+    read_cap()?;
+    threads().map(|_| ())
+}
+
+/// The threads the host path's pool runs: `RAYON_NUM_THREADS` when set (0 or empty: rayon's
+/// default, one per logical CPU), checked against [`max_threads`].
+pub fn threads() -> Result<Option<usize>> {
+    let Some(value) = std::env::var_os("RAYON_NUM_THREADS") else {
+        return Ok(None);
+    };
+    let n = match value.to_str().map(str::trim) {
+        Some("") => return Ok(None),
+        Some(s) => s.parse::<usize>().ok(),
+        None => None,
+    };
+    let limit = max_threads();
+    match n {
+        Some(0) => Ok(None),
+        Some(n) if n <= limit => Ok(Some(n)),
+        Some(n) => Err(Error::invalid(
+            "RAYON_NUM_THREADS",
+            format!(
+                "{n} threads is more than {limit} (4 per logical CPU, at least 1024): the pool \
+                 would spend its time starting threads"
+            ),
+        )),
+        None => Err(Error::invalid(
+            "RAYON_NUM_THREADS",
+            format!("{value:?} is not a number of threads"),
+        )),
+    }
+}
+
+/// The most threads `RAYON_NUM_THREADS` may ask for: 4 per logical CPU, and never fewer than 1024.
+pub fn max_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    cpus.saturating_mul(4).max(1024)
 }
 
 fn read_cap() -> Result<Option<Simd>> {

@@ -214,6 +214,15 @@ impl HostLinear {
         }
     }
 
+    /// The format of quantized weights whose f16 block scale is not finite (weights too large
+    /// for it: above 65504 × 127 in q8_0, 65504 × 8 in q4_0), or `None`.
+    pub fn overflowed_format(&self) -> Option<Format> {
+        match &self.layout {
+            Layout::Quant(m) if !m.scales_finite() => Some(m.format()),
+            _ => None,
+        }
+    }
+
     /// Bytes the weights take.
     pub fn weight_bytes(&self) -> usize {
         match &self.layout {

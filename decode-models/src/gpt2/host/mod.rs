@@ -17,10 +17,12 @@ mod linear;
 mod ops;
 pub(crate) mod quant;
 
+pub(crate) use cpu::check_env;
+
 use std::sync::OnceLock;
 
 use burn::tensor::backend::Backend;
-use decode_core::{Batch, Result};
+use decode_core::{Batch, Error, Result};
 
 use crate::KvCache;
 use crate::cache::HostLayer;
@@ -51,20 +53,35 @@ impl Build<'_> {
     fn linear(&mut self, ckpt: &mut Checkpoint, prefix: &str) -> Result<HostLinear> {
         let bias = ckpt.take(&format!("{prefix}.bias"), self.progress, |r| r.to_f32())?;
         let quantize = self.quantize;
-        ckpt.take(&format!("{prefix}.weight"), self.progress, |raw| {
+        let name = format!("{prefix}.weight");
+        let layer = ckpt.take(&name, self.progress, |raw| {
             let [a, b] = [raw.shape[0], raw.shape[1]];
             let (inputs, outputs) = if raw.transposed { (b, a) } else { (a, b) };
             linear(&raw, inputs, outputs, raw.transposed, Some(bias), quantize)
-        })
+        })?;
+        finite_scales(&name, layer)
     }
 
     /// A `[vocab, embd]` table read as the `[embd → vocab]` LM head.
     fn head(&mut self, ckpt: &mut Checkpoint, name: &str) -> Result<HostLinear> {
         let quantize = self.quantize;
-        ckpt.take(name, self.progress, |raw| {
+        let layer = ckpt.take(name, self.progress, |raw| {
             let [vocab, embd] = [raw.shape[0], raw.shape[1]];
             linear(&raw, embd, vocab, true, None, quantize)
-        })
+        })?;
+        finite_scales(name, layer)
+    }
+}
+
+/// Refuses a layer quantized at load whose weights overflowed a block's f16 scale (the stored
+/// values were checked finite already; a quantized file's scales too).
+fn finite_scales(name: &str, layer: HostLinear) -> Result<HostLinear> {
+    match layer.overflowed_format() {
+        Some(format) => Err(Error::NonFinite(format!(
+            "tensor {name} has weights too large for {format}: a block's f16 scale overflows to \
+             infinity (load it without quantizing)"
+        ))),
+        None => Ok(layer),
     }
 }
 
@@ -172,7 +189,6 @@ impl HostGpt2 {
         quantize: Option<Quantization>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        cpu::check_env()?;
         let mut b = Build {
             quantize,
             epsilon: config.layer_norm_epsilon,
@@ -308,7 +324,17 @@ fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
 fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    match POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().build().ok()) {
+    // `check_env` refused an unreadable or absurd RAYON_NUM_THREADS before any model was built.
+    let threads = cpu::threads()
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    match POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .ok()
+    }) {
         Some(pool) => pool.install(f),
         None => f(),
     }

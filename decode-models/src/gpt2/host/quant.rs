@@ -261,6 +261,16 @@ impl QuantMatrix {
         }
     }
 
+    /// Whether every block scale is finite (quantizing a weight beyond f16's range gives +∞).
+    pub fn scales_finite(&self) -> bool {
+        self.scales.iter().all(|d| d.is_finite())
+    }
+
+    /// The block format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
     /// Bytes held (the last panel's padding outputs included).
     pub fn bytes(&self) -> usize {
         self.quants.len() * 64 + 2 * self.scales.len()
