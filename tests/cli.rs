@@ -155,6 +155,22 @@ enum To {
 
 /// Runs `generate args`, killing it (and failing) if it takes longer than [`LIMIT`].
 fn generate(args: &[&str], stdout: To, stderr: To) -> Run {
+    run_generate(args, Limits::default(), stdout, stderr)
+}
+
+/// What a run's environment adds: variables, and an address-space limit (`ulimit -v`, KiB).
+#[derive(Default)]
+struct Limits<'a> {
+    env: &'a [(&'a str, &'a str)],
+    address_space_kib: Option<u64>,
+}
+
+/// Runs `generate args` with `limits`, output captured.
+fn generate_with(args: &[&str], limits: Limits) -> Run {
+    run_generate(args, limits, To::Pipe, To::Pipe)
+}
+
+fn run_generate(args: &[&str], limits: Limits, stdout: To, stderr: To) -> Run {
     let stdio = |to: &To| match to {
         To::Pipe | To::Closed => Stdio::piped(),
         To::Full => File::options()
@@ -163,8 +179,20 @@ fn generate(args: &[&str], stdout: To, stderr: To) -> Run {
             .expect("/dev/full must open")
             .into(),
     };
-    let mut child = Command::new(generate_exe())
+    let mut command = match limits.address_space_kib {
+        // The shell sets the limit, then becomes the program.
+        Some(kib) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+                .arg(generate_exe());
+            sh
+        }
+        None => Command::new(generate_exe()),
+    };
+    let mut child = command
         .args(args)
+        .envs(limits.env.iter().copied())
         .stdin(Stdio::null())
         .stdout(stdio(&stdout))
         .stderr(stdio(&stderr))
@@ -521,4 +549,212 @@ fn quantize_mistakes_are_one_line_errors() {
     )
     .failed_cleanly()
     .says(&["model.gguf"]);
+}
+
+/// Environment variables the kernels read are checked before anything runs, and named as they
+/// are spelled: an absurd thread count is refused at once (rayon would try to start them all).
+#[test]
+fn bad_environment_variables_are_named_and_refused_at_once() {
+    generate_exe(); // built before the clock starts
+    for (name, value, needle) in [
+        ("RAYON_NUM_THREADS", "100000", "100000 threads"),
+        ("RAYON_NUM_THREADS", "many", "not a number"),
+        ("DECODE_SIMD", "bogus", "bogus"),
+    ] {
+        let started = Instant::now();
+        let run = generate_with(
+            &["--prompt", "And God said", "--max-new-tokens", "4"],
+            Limits {
+                env: &[(name, value)],
+                ..Limits::default()
+            },
+        );
+        run.failed_cleanly()
+            .says(&[&format!("invalid {name}:"), needle]);
+        assert!(run.stdout.is_empty(), "{}", run.describe());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{name}={value} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A sane count runs.
+    let run = generate_with(
+        &["--prompt", "And God said", "--max-new-tokens", "4"],
+        Limits {
+            env: &[("RAYON_NUM_THREADS", "3")],
+            ..Limits::default()
+        },
+    );
+    assert!(run.status.success(), "{}", run.describe());
+}
+
+/// Under a 4 GiB address-space limit, requests beyond it are refused by the estimate (what the
+/// process may use, not a constant), and one that fits runs: never an aborted allocation.
+#[test]
+fn requests_are_measured_against_the_address_space_limit() {
+    let limit = Limits {
+        address_space_kib: Some(4 << 20),
+        ..Limits::default()
+    };
+    for (flags, needle) in [
+        (
+            ["--strategy", "sample", "--num-return-sequences", "100000"],
+            "--num-return-sequences",
+        ),
+        (
+            ["--strategy", "sample", "--num-return-sequences", "20000"],
+            "--num-return-sequences",
+        ),
+        (
+            ["--strategy", "beam", "--num-beams", "10000"],
+            "--num-beams",
+        ),
+    ] {
+        let mut args = vec!["--prompt", "And God said"];
+        args.extend(flags);
+        let run = generate_with(&args, Limits { ..limit });
+        run.failed_cleanly()
+            .says(&[needle, "GiB", "this process may use"]);
+        assert!(run.stdout.is_empty(), "{}", run.describe());
+    }
+    // 5000 sequences of the embedded model's full context passed the old estimate, then
+    // aborted: its cache is now sized to the request, and fits.
+    let run = generate_with(
+        &[
+            "--prompt",
+            "And God said",
+            "--strategy",
+            "sample",
+            "--num-return-sequences",
+            "5000",
+            "--max-new-tokens",
+            "2",
+        ],
+        Limits { ..limit },
+    );
+    assert!(run.status.success(), "{}", run.describe());
+    assert!(
+        run.stdout.lines().any(|l| !l.is_empty()),
+        "{}",
+        run.describe()
+    );
+}
+
+/// Non-finite weights end the run at load, before any output, on every way in: a quantized
+/// GGUF file whose block scale is NaN (as the model and as the draft), and a checkpoint with an
+/// infinite weight quantized at load.
+#[test]
+fn non_finite_weights_are_refused_before_any_output() {
+    let scratch = Scratch::new("non-finite");
+    // A q8_0 file with its first tensor's first block scale set to NaN (f16 0x7e00).
+    let gguf = std::fs::read(repo("models/gguf/kjv-target-q8_0.gguf")).unwrap();
+    let file =
+        decode::models::gguf::GgufFile::open(repo("models/gguf/kjv-target-q8_0.gguf")).unwrap();
+    let tensor = file
+        .tensors()
+        .iter()
+        .find(|t| t.ggml_type == decode::models::gguf::GgmlType::Q8_0)
+        .expect("a q8_0 tensor");
+    let mut bad = gguf.clone();
+    let at = tensor.offset as usize;
+    bad[at..at + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    let bad_gguf = scratch.0.join("nan-scale.gguf");
+    std::fs::write(&bad_gguf, &bad).unwrap();
+    let bad_gguf = bad_gguf.display().to_string();
+    let target = repo("models/kjv-target");
+    for args in [
+        vec!["--model", bad_gguf.as_str(), "--prompt", "And God said"],
+        vec![
+            "--model",
+            target.as_str(),
+            "--draft",
+            bad_gguf.as_str(),
+            "--prompt",
+            "And God said",
+        ],
+    ] {
+        let run = generate(&args, To::Pipe, To::Pipe);
+        run.failed_cleanly()
+            .says(&["non-finite", "nan-scale.gguf", "a block scale of NaN"]);
+        assert!(run.stdout.is_empty(), "{}", run.describe());
+    }
+    // The embedded target with +inf in one weight of its first layer, quantized at load.
+    let dir = scratch.0.join("inf-weight");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["config.json", "generation_config.json", "tokenizer.json"] {
+        std::fs::copy(Path::new(&target).join(name), dir.join(name)).unwrap();
+    }
+    let mut st = std::fs::read(Path::new(&target).join("model.safetensors")).unwrap();
+    let (start, dtype) = safetensors_data(&st, "transformer.h.0.mlp.c_fc.weight");
+    match dtype.as_str() {
+        "F16" | "BF16" => st[start..start + 2].copy_from_slice(
+            &match dtype.as_str() {
+                "F16" => 0x7c00u16,
+                _ => 0x7f80,
+            }
+            .to_le_bytes(),
+        ),
+        _ => st[start..start + 4].copy_from_slice(&f32::INFINITY.to_le_bytes()),
+    }
+    std::fs::write(dir.join("model.safetensors"), &st).unwrap();
+    let dir = dir.display().to_string();
+    for quantize in [None, Some("q8_0"), Some("q4_0")] {
+        let mut args = vec!["--model", dir.as_str(), "--prompt", "And God said"];
+        if let Some(format) = quantize {
+            args.extend(["--quantize", format]);
+        }
+        let run = generate(&args, To::Pipe, To::Pipe);
+        run.failed_cleanly()
+            .says(&["non-finite", "h.0.mlp.c_fc.weight", "+inf"]);
+        assert!(run.stdout.is_empty(), "{}", run.describe());
+    }
+}
+
+/// Where tensor `name`'s data starts in a safetensors file, and its dtype.
+fn safetensors_data(bytes: &[u8], name: &str) -> (usize, String) {
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let entry = header
+        .get(name)
+        .or_else(|| header.get(name.trim_start_matches("transformer.")))
+        .unwrap_or_else(|| panic!("{name} is not in the checkpoint"));
+    let start = entry["data_offsets"][0].as_u64().unwrap() as usize;
+    (
+        8 + len + start,
+        entry["dtype"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A GGUF file whose second tensor's data overlaps the first's is refused by name.
+#[test]
+fn overlapping_gguf_tensors_are_refused() {
+    let path = repo("models/gguf/kjv-target-q8_0.gguf");
+    let file = decode::models::gguf::GgufFile::open(&path).unwrap();
+    let second = &file.tensors()[1];
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The tensor info ends with its u64 offset, just before the next info (or the padding).
+    let name = second.name.as_bytes();
+    let at = bytes
+        .windows(name.len() + 8)
+        .position(|w| w[8..] == *name && w[..8] == (name.len() as u64).to_le_bytes())
+        .expect("the tensor's info");
+    let offset_at = at + 8 + name.len() + 4 + 8 * second.dims.len() + 4;
+    let relative = second.offset - file.data_offset();
+    assert_eq!(
+        bytes[offset_at..offset_at + 8],
+        relative.to_le_bytes(),
+        "found the offset field"
+    );
+    bytes[offset_at..offset_at + 8].copy_from_slice(&0u64.to_le_bytes());
+    let scratch = Scratch::new("overlap");
+    let bad = scratch.0.join("overlap.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let run = generate(
+        &["--model", &bad.display().to_string(), "--prompt", "And"],
+        To::Pipe,
+        To::Pipe,
+    );
+    run.failed_cleanly()
+        .says(&["overlap.gguf", &second.name, "without overlaps"]);
 }
