@@ -2,7 +2,8 @@
 //! lengths and counts, overflowing dimensions, data past the end, misaligned offsets, unknown
 //! types, duplicates, a tokenizer or architecture that is not GPT-2's) give one-line errors that
 //! name the problem; random mutations never panic or over-allocate (proptest); and the files
-//! llama.cpp made from `models/kjv-target` read as the HuggingFace checkpoint does.
+//! llama.cpp made from `models/kjv-target` read as the HuggingFace checkpoint does, and refuse
+//! to load with a NaN or infinite block scale.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -774,6 +775,36 @@ fn tensor_data_must_lie_inside_the_file() {
 }
 
 #[test]
+fn tensor_data_must_follow_in_order_without_overlaps_or_gaps() {
+    // `a` takes 16 bytes, padded to 32: `b` must start at 32.
+    let two = |a: Option<u64>, b: Option<u64>| {
+        let (mut ta, mut tb) = (TensorSpec::f32("a", &[4]), TensorSpec::f32("b", &[4]));
+        ta.offset = a;
+        tb.offset = b;
+        Writer::new().tensor(ta).tensor(tb)
+    };
+    two(None, None).open("in-order").unwrap();
+    for (a, b, part) in [
+        // `b` shares `a`'s bytes.
+        (
+            None,
+            Some(0),
+            "tensor b's data starts at offset 0 of the data section, but the tensors listed before it end at 32",
+        ),
+        // Out of order: `a` after `b`.
+        (
+            Some(32),
+            Some(0),
+            "tensor a's data starts at offset 32 of the data section, but the tensors listed before it end at 0",
+        ),
+        // A gap before `b`.
+        (None, Some(64), "tensor b's data starts at offset 64"),
+    ] {
+        assert_mentions(two(a, b).open("overlap"), part);
+    }
+}
+
+#[test]
 fn misaligned_offsets_are_refused() {
     let mut t = TensorSpec::f32("odd", &[4]);
     t.offset = Some(4);
@@ -1116,6 +1147,24 @@ proptest! {
     }
 
     #[test]
+    fn overlapping_tensors_are_refused(
+        moved in any::<prop::sample::Index>(),
+        onto in any::<prop::sample::Index>(),
+    ) {
+        // One tensor's data placed where another's (or its own neighbour's) lies.
+        let mut w = tiny_gpt2();
+        let offsets: Vec<u64> = {
+            let file = w.open("offsets").unwrap();
+            file.tensors().iter().map(|t| t.offset - file.data_offset()).collect()
+        };
+        let (i, j) = (moved.index(offsets.len()), onto.index(offsets.len()));
+        prop_assume!(offsets[i] != offsets[j]);
+        w.tensors[i].offset = Some(offsets[j]);
+        let text = message(w.open("overlap"));
+        prop_assert!(text.contains("without overlaps or gaps"), "{text}");
+    }
+
+    #[test]
     fn random_bytes_never_panic(
         tail in prop::collection::vec(any::<u8>(), 0..512),
         tensors in 0u64..4,
@@ -1209,27 +1258,65 @@ fn kjv_target_q4_0_reads_as_the_checkpoint() {
     assert!(file.tensors().iter().any(|t| t.ggml_type == GgmlType::Q4_0));
 }
 
-/// Conversions a developer has made in /tmp/gguf (not part of the repository): kjv-target in
-/// other precisions, and OpenAI's GPT-2 small (`gpt2-*.gguf`) against `assets/gpt2-tokenizer`.
+/// Conversions a developer has made (not part of the repository, so not run by default):
+/// kjv-target in other precisions, and OpenAI's GPT-2 small (`gpt2-*.gguf`) against
+/// `assets/gpt2-tokenizer`. `DECODE_GGUF_DIR=/tmp/gguf cargo test --test gguf -- --ignored`.
 #[test]
-fn conversions_in_tmp_read_as_their_checkpoints() {
-    let found: Vec<PathBuf> = std::fs::read_dir("/tmp/gguf")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
+#[ignore = "needs GGUF conversions a developer made: set DECODE_GGUF_DIR"]
+fn conversions_a_developer_made_read_as_their_checkpoints() {
+    let dir = std::env::var_os("DECODE_GGUF_DIR").expect("DECODE_GGUF_DIR names the folder");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("DECODE_GGUF_DIR is a readable folder")
+        .map(|e| e.expect("a readable folder entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
         .collect();
-    if found.is_empty() {
-        eprintln!("no /tmp/gguf/*.gguf: nothing to check");
-    }
+    assert!(!found.is_empty(), "no *.gguf in {dir:?}");
     for path in found {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("kjv-target") {
             check_kjv(&path);
         } else if name.starts_with("gpt2-") {
             check_gpt2_small(&path);
+        } else {
+            panic!("{name}: neither kjv-target-* nor gpt2-*, so nothing says what it must read as");
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(16))]
+
+    /// Any quantized block's f16 scale made NaN or infinite (any payload) is refused when the
+    /// model loads, naming the tensor.
+    #[test]
+    fn non_finite_block_scales_are_refused(
+        q4 in any::<bool>(),
+        tensor in any::<prop::sample::Index>(),
+        block in any::<prop::sample::Index>(),
+        mantissa in 0u16..0x400,
+        negative in any::<bool>(),
+    ) {
+        let path = kjv_fixture(if q4 { "q4_0" } else { "q8_0" });
+        let file = GgufFile::open(&path).unwrap();
+        let quantized: Vec<_> = file
+            .tensors()
+            .iter()
+            .filter(|t| matches!(t.ggml_type, GgmlType::Q8_0 | GgmlType::Q4_0))
+            .collect();
+        prop_assert!(!quantized.is_empty());
+        let t = quantized[tensor.index(quantized.len())];
+        let size = t.ggml_type.block_bytes();
+        let at = (t.offset + block.index((t.bytes / size) as usize) as u64 * size) as usize;
+        let bits = 0x7c00 | mantissa | if negative { 0x8000 } else { 0 };
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+        let temp = Temp::new("scale", &bytes);
+        let result = decode_models::Gpt2::<decode_models::backend::Cpu>::load(
+            &temp.0,
+            &decode_models::backend::cpu_device(),
+        );
+        let text = message(result);
+        prop_assert!(text.contains("non-finite") && text.contains("a block scale of"), "{text}");
     }
 }
 
