@@ -95,6 +95,7 @@ fn stop_strings_end_a_sequence_and_batches_equal_single_prompts() {
             ..config
         });
         let batch = generator.generate_batch(&prompts).unwrap();
+        assert_eq!(batch.len(), prompts.len());
         for (prompt, out) in prompts.iter().zip(&batch).take(checked) {
             let alone = generator.generate(prompt).unwrap();
             assert_eq!(alone.sequences, out.sequences);

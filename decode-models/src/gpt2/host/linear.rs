@@ -558,7 +558,8 @@ mod tests {
         y
     }
 
-    /// Each kernel this CPU can run gives the portable kernel's result, for every dtype and for
+    /// The portable kernel gives an f64 product's result, and each kernel this CPU can run the
+    /// portable kernel's, for every dtype and for
     /// row counts that exercise every row path: AVX2's 2- and 1-row, AVX-512's 6-row and its 1- to
     /// 5-row remainders (16 = 6 + 6 + 4).
     #[test]
@@ -571,6 +572,16 @@ mod tests {
                     .collect();
                 let mut want = vec![0f32; rows * TILE];
                 tile_portable(w, &xs, rows, k, &mut want);
+                // The portable kernel itself against an f64 product (a tile is `[k][TILE]`, the
+                // reference's `[k][n]` with n = TILE): on every CPU, this assertion runs.
+                let wide: Vec<f32> = w.iter().map(|v| v.widen()).collect();
+                let exact = reference(&xs, rows, &wide, k, TILE, &[0.0; TILE]);
+                let worst = want
+                    .iter()
+                    .zip(&exact)
+                    .map(|(g, e)| (g - e).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-4, "portable, {rows} rows: {worst}");
                 let mut kernels: Vec<(&str, Vec<f32>)> = Vec::new();
                 #[cfg(target_arch = "x86_64")]
                 {
