@@ -13,8 +13,8 @@
 //! `--features ndarray,candle` to compare burn-ndarray's and burn-candle's tensor paths,
 //! `--features wgpu` or `cuda` for GPUs; on lavapipe, wgpu figures are only a regression guard).
 
-use burn::tensor::DType;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, TensorData};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use decode::core::{Batch, Cache, LanguageModel};
 use decode::models::gpt2::{ComputePath, LoadOptions, Quantization};
@@ -171,5 +171,26 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(gpt2, benches);
+/// The check every load runs on every tensor (NaN or ±∞ refused): one pass over GPT-2 small's
+/// weights (124 M values) in f32 and f16, beside the rest of the load.
+fn load_checks(c: &mut Criterion) {
+    use decode::models::weights::first_non_finite;
+    let config = decode::models::Gpt2Config::gpt2_small();
+    let values = decode::models::weights::expected_shapes(&config)
+        .iter()
+        .map(|(_, shape)| shape.iter().product::<usize>())
+        .sum::<usize>();
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    for dtype in [DType::F32, DType::F16] {
+        let data = TensorData::new(vec![0.01f32; values], [values]).convert_dtype(dtype);
+        group.throughput(Throughput::Bytes(data.as_bytes().len() as u64));
+        group.bench_function(format!("non_finite_check_gpt2_small/{dtype:?}"), |b| {
+            b.iter(|| assert!(first_non_finite(&data).is_none()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(gpt2, benches, load_checks);
 criterion_main!(gpt2);

@@ -161,7 +161,7 @@ impl Stored {
         })
     }
 
-    fn of_dtype(dtype: DType) -> Option<Stored> {
+    pub fn of_dtype(dtype: DType) -> Option<Stored> {
         match dtype {
             DType::F32 => Some(Stored::F32),
             DType::F16 => Some(Stored::F16),

@@ -178,3 +178,15 @@ impl Gpt2Weights {
             .into_weights(config, progress)
     }
 }
+
+/// Where the loader's check finds the first NaN or ±∞ of `t` (f32, f16 or bf16), as `(row,
+/// column)`; `None` when every value is finite (or the dtype is another). Every loading path runs
+/// this check on every tensor. Public for its benchmark (`cargo bench --bench gpt2 -- load`).
+#[doc(hidden)]
+pub fn first_non_finite(t: &TensorData) -> Option<(usize, usize)> {
+    let dtype = crate::checkpoint::Stored::of_dtype(t.dtype)?;
+    let width = t.shape.last().copied().unwrap_or(1);
+    dtype
+        .first_non_finite(t.as_bytes(), width)
+        .map(|bad| (bad.row, bad.column))
+}
