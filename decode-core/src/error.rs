@@ -71,9 +71,11 @@ pub enum Error {
     /// ([`crate::memory::available_bytes`]), so this is rare: another process took the memory.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
-    /// NaN or infinite values where finite ones are required: the model's logits (non-finite
-    /// weights or inputs) or logits after the processors (a setting whose effect overflows f32,
-    /// or every token masked). The message names the step and the sequence.
+    /// NaN or infinite values where finite ones are required: a weight or quantized block scale
+    /// when the model loads (the message names the tensor), a weight too large to quantize, the
+    /// model's logits (activations that overflow), or logits after the processors (a setting
+    /// whose effect overflows f32, or every token masked; the message names the step and the
+    /// sequence).
     #[error("non-finite values: {0}")]
     NonFinite(String),
     /// A drafter's proposal breaks the contract speculative decoding relies on (a token outside

@@ -94,7 +94,7 @@ impl<B: Backend> KvCache<B> {
         if !crate::backend::is_cpu::<B>(&self.device) {
             return Ok(Tensor::zeros(shape, (&self.device, self.dtype)));
         }
-        let values = zeroed_f32(self.values_of(rows, capacity)?, "the KV cache")?;
+        let values = zeroed_f32(self.values_of(rows, capacity)?, "a layer of the KV cache")?;
         Ok(Tensor::from_data(
             TensorData::new(values, shape),
             (&self.device, self.dtype),
@@ -282,7 +282,10 @@ impl<B: Backend> KvCache<B> {
         };
         let mut new = Vec::with_capacity(old.len());
         for _ in &old {
-            match (zeroed_f32(n, "the KV cache"), zeroed_f32(n, "the KV cache")) {
+            match (
+                zeroed_f32(n, "a layer of the KV cache"),
+                zeroed_f32(n, "a layer of the KV cache"),
+            ) {
                 (Ok(keys), Ok(values)) => new.push(HostLayer {
                     keys,
                     values,

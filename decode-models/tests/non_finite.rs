@@ -38,6 +38,9 @@ fn poison(t: &TensorData, indices: impl IntoIterator<Item = usize>, value: f32) 
     TensorData::new(values, t.shape.clone())
 }
 
+/// Sets some weights of a model to a value.
+type Edit = fn(&mut Gpt2Weights, f32);
+
 /// Every way of building the fixture on the CPU: the host path as stored, quantized at load to
 /// either format, and the tensor path.
 fn every_path() -> [(&'static str, LoadOptions); 4] {
@@ -88,7 +91,7 @@ fn nan_or_infinite_weights_are_an_error_at_load_on_every_path() {
         for (path, options) in every_path() {
             // One value of a layer norm, one of a linear layer (the one quantized), a whole row
             // of a weight, and the position embedding's first row (once absorbed by attention).
-            let edits: [(&str, fn(&mut Gpt2Weights, f32)); 4] = [
+            let edits: [(&str, Edit); 4] = [
                 ("ln_f.bias", |w, v| w.ln_f[1] = poison(&w.ln_f[1], [3], v)),
                 ("h.0.mlp.c_fc.weight", |w, v| {
                     w.blocks[0].c_fc[0] = poison(&w.blocks[0].c_fc[0], [5], v)

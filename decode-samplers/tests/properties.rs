@@ -32,6 +32,24 @@ fn logit() -> impl Strategy<Value = f32> {
     ]
 }
 
+/// The settings a strategy's tuple draws: sampling, temperature, top-k, top-p, repetition
+/// penalty, min-p, a bias on token 1, seed.
+type Drawn = (bool, f64, usize, f64, f64, Option<f64>, f32, u64);
+
+fn settings((sample, t, k, p, rep, min_p, bias, seed): Drawn) -> GenerationConfig {
+    GenerationConfig {
+        do_sample: sample,
+        temperature: t,
+        top_k: k,
+        top_p: p,
+        repetition_penalty: rep,
+        min_p,
+        logit_bias: [(1u32, bias)].into_iter().collect(),
+        seed,
+        ..GenerationConfig::default()
+    }
+}
+
 /// A finite logit: ordinary, tied, huge, tiny or subnormal.
 fn finite_logit() -> impl Strategy<Value = f32> {
     prop_oneof![
@@ -55,19 +73,7 @@ fn valid_config() -> impl Strategy<Value = GenerationConfig> {
         -10f32..10.0,
         any::<u64>(),
     )
-        .prop_map(
-            |(sample, t, k, p, rep, min_p, bias, seed)| GenerationConfig {
-                do_sample: sample,
-                temperature: t,
-                top_k: k,
-                top_p: p,
-                repetition_penalty: rep,
-                min_p,
-                logit_bias: [(1u32, bias)].into_iter().collect(),
-                seed,
-                ..GenerationConfig::default()
-            },
-        )
+        .prop_map(settings)
 }
 
 /// Samples from `raw` with `chain`: a token inside the vocabulary, whose processed logit is
@@ -123,19 +129,7 @@ fn config() -> impl Strategy<Value = GenerationConfig> {
         prop_oneof![Just(0.0f32), -1e38f32..1e38f32, Just(f32::INFINITY)],
         any::<u64>(),
     )
-        .prop_map(
-            |(sample, t, k, p, rep, min_p, bias, seed)| GenerationConfig {
-                do_sample: sample,
-                temperature: t,
-                top_k: k,
-                top_p: p,
-                repetition_penalty: rep,
-                min_p,
-                logit_bias: [(1u32, bias)].into_iter().collect(),
-                seed,
-                ..GenerationConfig::default()
-            },
-        )
+        .prop_map(settings)
 }
 
 /// A bounded number of cases from a fixed seed: the same cases on every run, so CI is never flaky.

@@ -147,7 +147,7 @@ impl Head<'_> {
             self.softmax(scores);
             for (&p, v) in scores.iter().zip(self.values.chunks_exact(hd)) {
                 // Hidden slots (weight 0) are skipped; a NaN weight is not.
-                if !(p <= 0.0) {
+                if p > 0.0 || p.is_nan() {
                     for (o, &v) in o.iter_mut().zip(v) {
                         *o += p * v;
                     }
@@ -173,7 +173,7 @@ impl Head<'_> {
             } else {
                 f32::NEG_INFINITY
             };
-            poisoned |= !(*s < f32::INFINITY);
+            poisoned |= s.is_nan() || *s == f32::INFINITY;
             max = max.max(*s);
         }
         if poisoned {

@@ -324,12 +324,13 @@ fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
 fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    // `check_env` refused an unreadable or absurd RAYON_NUM_THREADS before any model was built.
-    let threads = cpu::threads()
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     match POOL.get_or_init(|| {
+        // `check_env` refused an unreadable or absurd RAYON_NUM_THREADS before any model was
+        // built; the count is passed on so rayon never reads the variable itself.
+        let threads = cpu::threads()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
