@@ -660,7 +660,7 @@ fn non_finite_weights_are_refused_before_any_output() {
     let tensor = file
         .tensors()
         .iter()
-        .find(|t| t.ggml_type == decode::models::gguf::GgmlType::Q8_0)
+        .find(|t| t.element_type == decode::models::gguf::ElementType::Q8_0)
         .expect("a q8_0 tensor");
     let mut bad = gguf.clone();
     let at = tensor.offset as usize;

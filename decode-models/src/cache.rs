@@ -10,6 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 use decode_core::memory::zeroed_f32;
 use decode_core::{Batch, Cache, Error, Result};
+use decode_kernels::attention::KvLayer;
 
 /// Where a forward pass writes its new tokens, returned by [`KvCache::begin`].
 #[derive(Debug)]
@@ -21,18 +22,6 @@ pub struct Step<B: Backend> {
     /// Attention mask `[rows, 1, steps, len]` (`true` = masked), or `None` when plain causal
     /// attention is exact (no padding and no hidden slots).
     pub mask: Option<Tensor<B, 4, Bool>>,
-}
-
-/// One layer of a [`KvCache`] in host memory: keys and values `[rows, heads, capacity, head_dim]`,
-/// row-major f32 (see [`KvCache::take_host`]).
-#[derive(Debug)]
-pub(crate) struct HostLayer {
-    /// Keys.
-    pub keys: Vec<f32>,
-    /// Values.
-    pub values: Vec<f32>,
-    /// `[rows, heads, capacity, head_dim]`.
-    pub shape: [usize; 4],
 }
 
 /// A preallocated per-layer key/value cache on a burn backend: `[rows, heads, capacity, head_dim]`.
@@ -196,7 +185,7 @@ impl<B: Backend> KvCache<B> {
     /// Moves every layer's keys and values into host memory for a forward pass computed there
     /// (the CPU path). On CPU backends the buffers move without a copy. Give them back with
     /// [`KvCache::restore_host`] before anything else touches the cache.
-    pub(crate) fn take_host(&mut self) -> Result<Vec<HostLayer>> {
+    pub(crate) fn take_host(&mut self) -> Result<Vec<KvLayer>> {
         let shape = [self.rows, self.heads, self.capacity, self.head_dim];
         if let Some(layer) = self.layers.iter().position(Option::is_none) {
             return Err(Error::Shape(format!("cache layer {layer} is in use")));
@@ -212,7 +201,7 @@ impl<B: Backend> KvCache<B> {
                     .into_vec::<f32>()
                     .map_err(|e| Error::Shape(format!("reading cache layer {layer}: {e:?}")))
             };
-            out.push(HostLayer {
+            out.push(KvLayer {
                 keys: host(k)?,
                 values: host(v)?,
                 shape,
@@ -222,7 +211,7 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Puts back what [`KvCache::take_host`] took, written or not.
-    pub(crate) fn restore_host(&mut self, layers: Vec<HostLayer>) {
+    pub(crate) fn restore_host(&mut self, layers: Vec<KvLayer>) {
         for (slot, layer) in self.layers.iter_mut().zip(layers) {
             let tensor = |v: Vec<f32>| {
                 Tensor::from_data(TensorData::new(v, layer.shape), (&self.device, self.dtype))
@@ -286,7 +275,7 @@ impl<B: Backend> KvCache<B> {
                 zeroed_f32(n, "a layer of the KV cache"),
                 zeroed_f32(n, "a layer of the KV cache"),
             ) {
-                (Ok(keys), Ok(values)) => new.push(HostLayer {
+                (Ok(keys), Ok(values)) => new.push(KvLayer {
                     keys,
                     values,
                     shape: [rows, self.heads, capacity, self.head_dim],

@@ -12,206 +12,22 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, TensorData};
 use decode_core::{Error, Result};
-use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use decode_kernels::ElementType;
+use decode_kernels::quant::Format;
+
 use crate::Gpt2Config;
-use crate::gguf::{GgmlType, GgufFile};
-use crate::gpt2::Quantization;
-use crate::weights::{BlockWeights, Gpt2Weights, expected_shapes};
-
-/// How a checkpoint stores a tensor's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stored {
-    /// f32.
-    F32,
-    /// f16.
-    F16,
-    /// bf16.
-    BF16,
-    /// llama.cpp's q8_0 blocks (`[f16 scale][32 × i8]`).
-    Q8_0,
-    /// llama.cpp's q4_0 blocks (`[f16 scale][16 bytes of nibbles]`).
-    Q4_0,
-}
-
-impl Stored {
-    /// The block format of a quantized type.
-    pub fn format(self) -> Option<Quantization> {
-        match self {
-            Stored::Q8_0 => Some(Quantization::Q8_0),
-            Stored::Q4_0 => Some(Quantization::Q4_0),
-            _ => None,
-        }
-    }
-
-    /// Bytes of one stored row of `width` values (quantized rows: whole blocks).
-    pub fn row_bytes(self, width: usize) -> usize {
-        match self {
-            Stored::F32 => 4 * width,
-            Stored::F16 | Stored::BF16 => 2 * width,
-            Stored::Q8_0 => width.div_ceil(32) * (2 + Quantization::Q8_0.block_bytes()),
-            Stored::Q4_0 => width.div_ceil(32) * (2 + Quantization::Q4_0.block_bytes()),
-        }
-    }
-
-    /// Little-endian values of rows `width` wide, as f32 (quantized blocks dequantized).
-    pub fn widen_into(self, bytes: &[u8], width: usize, out: &mut [f32]) {
-        match self {
-            Stored::F32 => {
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-            }
-            Stored::F16 => {
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-            Stored::BF16 => {
-                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-            Stored::Q8_0 | Stored::Q4_0 => {
-                let format = match self {
-                    Stored::Q4_0 => Quantization::Q4_0,
-                    _ => Quantization::Q8_0,
-                };
-                let row_bytes = self.row_bytes(width);
-                for (row, out) in bytes.chunks_exact(row_bytes).zip(out.chunks_mut(width)) {
-                    for (block, out) in row
-                        .chunks_exact(2 + format.block_bytes())
-                        .zip(out.chunks_mut(32))
-                    {
-                        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                        for (o, &q) in out.iter_mut().zip(&format.unpack(&block[2..])) {
-                            *o = d * q as f32;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Where the first NaN or ±∞ of `bytes` (rows `width` wide) is, or `None` when every value is
-    /// finite; for quantized blocks, their f16 scales (the values are integers). One pass over the
-    /// bytes, a chunk at a time: each chunk's test is branch-free, so it vectorises.
-    pub fn first_non_finite(self, bytes: &[u8], width: usize) -> Option<NonFiniteValue> {
-        // A value is NaN or ±∞ exactly when its exponent bits are all ones.
-        fn scan<const N: usize>(
-            bytes: &[u8],
-            stride: usize,
-            bits: impl Fn([u8; N]) -> u32,
-            exponent: u32,
-        ) -> Option<(usize, u32)> {
-            const CHUNK: usize = 4096;
-            let value = |c: &[u8]| {
-                let mut v = [0u8; N];
-                v.copy_from_slice(&c[..N]);
-                bits(v)
-            };
-            let bad = |v: u32| v & exponent == exponent;
-            bytes
-                .chunks(CHUNK * stride)
-                .enumerate()
-                .find_map(|(chunk, part)| {
-                    let values = part.chunks_exact(stride);
-                    if values.clone().fold(false, |acc, c| acc | bad(value(c))) {
-                        let (i, v) = values.map(value).enumerate().find(|&(_, v)| bad(v))?;
-                        Some((chunk * CHUNK + i, v))
-                    } else {
-                        None
-                    }
-                })
-        }
-        let f16_bits = |b: [u8; 2]| u32::from(u16::from_le_bytes(b));
-        let (index, value) = match self {
-            Stored::F32 => {
-                let (i, v) = scan(bytes, 4, u32::from_le_bytes, 0x7f80_0000)?;
-                (i, f32::from_bits(v))
-            }
-            Stored::F16 => {
-                let (i, v) = scan(bytes, 2, f16_bits, 0x7c00)?;
-                (i, f16::from_bits(v as u16).to_f32())
-            }
-            Stored::BF16 => {
-                let (i, v) = scan(bytes, 2, f16_bits, 0x7f80)?;
-                (i, bf16::from_bits(v as u16).to_f32())
-            }
-            Stored::Q8_0 | Stored::Q4_0 => {
-                let block = self.row_bytes(32);
-                let (b, v) = scan(bytes, block, f16_bits, 0x7c00)?;
-                let per_row = width.div_ceil(32).max(1);
-                return Some(NonFiniteValue {
-                    value: f16::from_bits(v as u16).to_f32(),
-                    row: b / per_row,
-                    column: (b % per_row) * 32,
-                    scale: true,
-                });
-            }
-        };
-        let width = width.max(1);
-        Some(NonFiniteValue {
-            value,
-            row: index / width,
-            column: index % width,
-            scale: false,
-        })
-    }
-
-    pub fn of_dtype(dtype: DType) -> Option<Stored> {
-        match dtype {
-            DType::F32 => Some(Stored::F32),
-            DType::F16 => Some(Stored::F16),
-            DType::BF16 => Some(Stored::BF16),
-            _ => None,
-        }
-    }
-}
-
-/// A NaN or ±∞ found in a stored tensor ([`Stored::first_non_finite`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct NonFiniteValue {
-    /// The value (NaN, +∞ or −∞).
-    pub value: f32,
-    /// Its row and column (for a block scale, the block's first column).
-    pub row: usize,
-    /// See `row`.
-    pub column: usize,
-    /// Whether it is a quantized block's scale.
-    pub scale: bool,
-}
-
-impl std::fmt::Display for NonFiniteValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = if self.value.is_nan() {
-            "NaN"
-        } else if self.value > 0.0 {
-            "+inf"
-        } else {
-            "-inf"
-        };
-        match self.scale {
-            true => write!(
-                f,
-                "a block scale of {what} (row {}, columns {}..{})",
-                self.row,
-                self.column,
-                self.column + 32
-            ),
-            false => write!(f, "{what} at row {}, column {}", self.row, self.column),
-        }
-    }
-}
+use crate::gguf::GgufFile;
+use crate::weights::{BlockWeights, Gpt2Weights, element_type_of, expected_shapes};
 
 /// One tensor's stored values, lent while the model is built.
 pub(crate) struct Raw<'a> {
     /// Little-endian values, any alignment.
     pub bytes: &'a [u8],
     /// Their type.
-    pub dtype: Stored,
+    pub dtype: ElementType,
     /// The shape as stored, row-major.
     pub shape: &'a [usize],
     /// Whether this is a `Conv1D` weight stored as HuggingFace's transpose (`[out][in]`: GGUF).
@@ -241,7 +57,7 @@ enum Data {
 
 struct Entry {
     data: Data,
-    dtype: Stored,
+    dtype: ElementType,
     shape: Vec<usize>,
     transposed: bool,
 }
@@ -297,9 +113,9 @@ impl Checkpoint {
                 )));
             }
             let dtype = match view.dtype() {
-                Dtype::F32 => Stored::F32,
-                Dtype::F16 => Stored::F16,
-                Dtype::BF16 => Stored::BF16,
+                Dtype::F32 => ElementType::F32,
+                Dtype::F16 => ElementType::F16,
+                Dtype::BF16 => ElementType::BF16,
                 other => {
                     return Err(Error::format(
                         path,
@@ -335,13 +151,7 @@ impl Checkpoint {
         }
         let mut entries = HashMap::new();
         for (name, tensor, transposed) in file.gpt2_tensors(config)? {
-            let dtype = match tensor.ggml_type {
-                GgmlType::F32 => Stored::F32,
-                GgmlType::F16 => Stored::F16,
-                GgmlType::BF16 => Stored::BF16,
-                GgmlType::Q8_0 => Stored::Q8_0,
-                GgmlType::Q4_0 => Stored::Q4_0,
-            };
+            let dtype = tensor.element_type;
             // `open` checked that every tensor lies inside the file, which is mapped whole.
             let start = usize::try_from(tensor.offset).map_err(|_| too_large(path))?;
             let len = usize::try_from(tensor.bytes).map_err(|_| too_large(path))?;
@@ -364,9 +174,9 @@ impl Checkpoint {
         let mut entries = HashMap::new();
         let mut add = |name: String, t: TensorData| {
             // Other dtypes (weights built by hand) are widened to f32 first.
-            let (t, dtype) = match Stored::of_dtype(t.dtype) {
+            let (t, dtype) = match element_type_of(t.dtype) {
                 Some(dtype) => (t, dtype),
-                None => (t.convert::<f32>(), Stored::F32),
+                None => (t.convert::<f32>(), ElementType::F32),
             };
             let entry = Entry {
                 dtype,
@@ -431,7 +241,7 @@ impl Checkpoint {
     }
 
     /// The quantized formats of the tensors stored quantized.
-    pub fn quantized(&self) -> impl Iterator<Item = Quantization> + '_ {
+    pub fn quantized(&self) -> impl Iterator<Item = Format> + '_ {
         self.entries.values().filter_map(|e| e.dtype.format())
     }
 
@@ -507,10 +317,10 @@ impl Checkpoint {
             self.take(name, progress, |raw| {
                 let shape = raw.shape.to_vec();
                 match raw.dtype {
-                    Stored::F32 | Stored::F16 | Stored::BF16 if !raw.transposed => {
+                    ElementType::F32 | ElementType::F16 | ElementType::BF16 if !raw.transposed => {
                         let dtype = match raw.dtype {
-                            Stored::F16 => DType::F16,
-                            Stored::BF16 => DType::BF16,
+                            ElementType::F16 => DType::F16,
+                            ElementType::BF16 => DType::BF16,
                             _ => DType::F32,
                         };
                         (raw.done)(0..raw.bytes.len());
@@ -576,10 +386,10 @@ impl Entry {
 }
 
 /// Little-endian bytes in native order (a copy; the same bytes on little-endian machines).
-fn le_to_native(bytes: &[u8], dtype: Stored) -> Vec<u8> {
+fn le_to_native(bytes: &[u8], dtype: ElementType) -> Vec<u8> {
     let mut out = bytes.to_vec();
     if cfg!(target_endian = "big") {
-        let width = if dtype == Stored::F32 { 4 } else { 2 };
+        let width = if dtype == ElementType::F32 { 4 } else { 2 };
         out.chunks_exact_mut(width).for_each(|c| c.reverse());
     }
     out
@@ -625,68 +435,18 @@ fn release(map: &Mmap, range: Range<usize>) {
     let _ = (map, range);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Every f16 and bf16 bit pattern: the scan flags exactly the non-finite ones.
-    #[test]
-    fn every_half_precision_pattern_is_classified_as_is_finite_says() {
-        for bits in 0..=u16::MAX {
-            let bytes = bits.to_le_bytes();
-            let f16_bad = Stored::F16.first_non_finite(&bytes, 1).is_some();
-            assert_eq!(
-                f16_bad,
-                !f16::from_bits(bits).is_finite(),
-                "f16 {bits:#06x}"
-            );
-            let bf16_bad = Stored::BF16.first_non_finite(&bytes, 1).is_some();
-            assert_eq!(
-                bf16_bad,
-                !bf16::from_bits(bits).is_finite(),
-                "bf16 {bits:#06x}"
-            );
-        }
+impl Gpt2Weights {
+    /// Reads `model.safetensors` at `path` for `config`.
+    pub fn read(path: impl AsRef<Path>, config: &Gpt2Config) -> Result<Self> {
+        Self::read_with_progress(path, config, &mut |_, _| {})
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
-
-        /// One non-finite f32 anywhere in a tensor (chunk boundaries included) is found at its
-        /// row and column; a q8_0 / q4_0 block scale likewise, and never a quantized value.
-        #[test]
-        fn the_first_non_finite_value_is_found_where_it_is(
-            len in 1usize..20_000,
-            at in any::<prop::sample::Index>(),
-            width in 1usize..300,
-            bad in prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY)],
-            q4 in any::<bool>(),
-        ) {
-            let mut values: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 1e30).collect();
-            prop_assert!(Stored::F32.first_non_finite(bytemuck_f32(&values).as_slice(), width).is_none());
-            let i = at.index(len);
-            values[i] = bad;
-            let found = Stored::F32.first_non_finite(&bytemuck_f32(&values), width).unwrap();
-            prop_assert_eq!((found.row, found.column, found.scale), (i / width, i % width, false));
-
-            let stored = if q4 { Stored::Q4_0 } else { Stored::Q8_0 };
-            let block = stored.row_bytes(32);
-            let blocks = len.div_ceil(32);
-            // Finite scales, and value bytes of 0xff (which would read as NaN if taken for a scale).
-            let mut q = vec![0xffu8; blocks * block];
-            for b in 0..blocks {
-                q[b * block..b * block + 2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
-            }
-            prop_assert!(stored.first_non_finite(&q, 32 * blocks).is_none());
-            let b = at.index(blocks);
-            q[b * block..b * block + 2].copy_from_slice(&f16::from_f32(bad).to_le_bytes());
-            let found = stored.first_non_finite(&q, 32 * blocks).unwrap();
-            prop_assert_eq!((found.row, found.column, found.scale), (0, 32 * b, true));
-        }
-    }
-
-    fn bytemuck_f32(values: &[f32]) -> Vec<u8> {
-        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    /// Like [`Gpt2Weights::read`], reporting `(bytes read, total bytes)` as tensors are read.
+    pub fn read_with_progress(
+        path: impl AsRef<Path>,
+        config: &Gpt2Config,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self> {
+        Checkpoint::safetensors(path.as_ref(), config)?.into_weights(config, progress)
     }
 }

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use decode_core::{Error, Result, StreamDecoder, TokenText, files};
+
+use crate::gguf::GgufFile;
 use tokenizers::AddedToken;
 use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -81,9 +83,9 @@ impl Tokenizer {
         }
     }
 
-    /// Wraps a byte-level BPE built elsewhere in the crate (the GGUF reader's).
-    pub(crate) fn from_bpe(inner: tokenizers::Tokenizer) -> Self {
-        Self::wrap(inner)
+    /// The tokenizer a GGUF file's metadata describes ([`GgufFile::bpe`]).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        Ok(Self::wrap(file.bpe()?))
     }
 
     /// The tokenizer of a model [`crate::Gpt2::load`] takes: a HuggingFace directory's files
@@ -93,7 +95,7 @@ impl Tokenizer {
         if path.is_dir() {
             Self::from_dir(path)
         } else {
-            crate::gguf::GgufFile::open(path)?.tokenizer()
+            Self::from_gguf(&GgufFile::open(path)?)
         }
     }
 

@@ -10,10 +10,8 @@
 //! Missing, unexpected and misshapen tensors are errors that name the tensor. GPT-2's `Conv1D`
 //! weights are `[in, out]`, which is already the layout burn's `linear` takes.
 
-use std::path::Path;
-
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
-use decode_core::Result;
+use decode_kernels::ElementType;
 
 use crate::Gpt2Config;
 
@@ -162,31 +160,24 @@ pub fn expected_shapes(config: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-impl Gpt2Weights {
-    /// Reads `model.safetensors` at `path` for `config`.
-    pub fn read(path: impl AsRef<Path>, config: &Gpt2Config) -> Result<Self> {
-        Self::read_with_progress(path, config, &mut |_, _| {})
-    }
-
-    /// Like [`Gpt2Weights::read`], reporting `(bytes read, total bytes)` as tensors are read.
-    pub fn read_with_progress(
-        path: impl AsRef<Path>,
-        config: &Gpt2Config,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<Self> {
-        crate::checkpoint::Checkpoint::safetensors(path.as_ref(), config)?
-            .into_weights(config, progress)
-    }
-}
-
 /// Where the loader's check finds the first NaN or ±∞ of `t` (f32, f16 or bf16), as `(row,
 /// column)`; `None` when every value is finite (or the dtype is another). Every loading path runs
 /// this check on every tensor. Public for its benchmark (`cargo bench --bench gpt2 -- load`).
 #[doc(hidden)]
 pub fn first_non_finite(t: &TensorData) -> Option<(usize, usize)> {
-    let dtype = crate::checkpoint::Stored::of_dtype(t.dtype)?;
+    let dtype = element_type_of(t.dtype)?;
     let width = t.shape.last().copied().unwrap_or(1);
     dtype
         .first_non_finite(t.as_bytes(), width)
         .map(|bad| (bad.row, bad.column))
+}
+
+/// The element type of a burn dtype that checkpoints store (f32, f16, bf16), or `None`.
+pub(crate) fn element_type_of(dtype: DType) -> Option<ElementType> {
+    match dtype {
+        DType::F32 => Some(ElementType::F32),
+        DType::F16 => Some(ElementType::F16),
+        DType::BF16 => Some(ElementType::BF16),
+        _ => None,
+    }
 }

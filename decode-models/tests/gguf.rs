@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use decode_core::Error;
-use decode_models::gguf::{GgmlType, GgufFile, Value};
+use decode_models::gguf::{ElementType, GgufFile, Value};
 use decode_models::{Gpt2Config, Tokenizer};
 use proptest::prelude::*;
 
@@ -414,17 +414,17 @@ fn metadata_and_tensor_infos_round_trip() {
         assert_eq!(keys[..2], ["u8", "i8"]);
         assert_eq!(file.metadata("absent"), None);
         let expect = [
-            ("a", vec![3, 2], GgmlType::F32, 24),
-            ("q8", vec![64, 2], GgmlType::Q8_0, 136),
-            ("q4", vec![32, 1, 1, 3], GgmlType::Q4_0, 54),
-            ("h", vec![5], GgmlType::F16, 10),
-            ("b", vec![7], GgmlType::BF16, 14),
+            ("a", vec![3, 2], ElementType::F32, 24),
+            ("q8", vec![64, 2], ElementType::Q8_0, 136),
+            ("q4", vec![32, 1, 1, 3], ElementType::Q4_0, 54),
+            ("h", vec![5], ElementType::F16, 10),
+            ("b", vec![7], ElementType::BF16, 14),
         ];
         assert_eq!(file.tensors().len(), expect.len());
         let mut next = file.data_offset();
         for ((name, dims, ty, bytes), t) in expect.into_iter().zip(file.tensors()) {
             assert_eq!(
-                (t.name.as_str(), &t.dims, t.ggml_type, t.bytes),
+                (t.name.as_str(), &t.dims, t.element_type, t.bytes),
                 (name, &dims, ty, bytes)
             );
             assert_eq!(t.offset, next, "{name}");
@@ -540,7 +540,7 @@ fn gpt2_tensors_are_named_and_laid_out_as_huggingface_expects() {
 #[test]
 fn tokenizer_matches_vocab_and_merges() {
     let file = tiny_gpt2().open("tokenizer").unwrap();
-    let gguf = file.tokenizer().unwrap();
+    let gguf = Tokenizer::from_gguf(&file).unwrap();
     let (tokens, merges) = tiny_vocab();
     let vocab: serde_json::Map<String, serde_json::Value> = tokens
         .iter()
@@ -594,7 +594,7 @@ fn real_gpt2_vocabulary_gives_reference_ids() {
         .kv("tokenizer.ggml.eos_token_id", Value::U32(50256))
         .open("gpt2-vocab")
         .unwrap();
-    let tokenizer = file.tokenizer().unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     assert_eq!(tokenizer.vocab_size(), 50257);
     #[derive(serde::Deserialize)]
     struct Case {
@@ -1022,12 +1022,8 @@ fn missing_unexpected_and_misshapen_tensors_are_named() {
 
 #[test]
 fn bad_tokenizers_are_refused() {
-    let tokenizer = |w: Writer| {
-        w.open("bad-tokenizer")
-            .unwrap()
-            .tokenizer()
-            .map(|t| t.vocab_size())
-    };
+    let tokenizer =
+        |w: Writer| Tokenizer::from_gguf(&w.open("bad-tokenizer").unwrap()).map(|t| t.vocab_size());
     let result = tokenizer(tiny_gpt2().kv("tokenizer.ggml.model", string("llama")));
     assert!(matches!(result, Err(Error::Unsupported(_))), "{result:?}");
     assert_mentions(result, "tokenizer.ggml.model is \"llama\"");
@@ -1080,7 +1076,7 @@ fn cases(cases: u32) -> ProptestConfig {
 /// Everything a caller would do with a file; any outcome but a panic is fine.
 fn exercise(bytes: &[u8]) -> Result<usize, Error> {
     let file = open_bytes("fuzz", bytes)?;
-    let _ = file.tokenizer().map(|t| t.encode("the thin inn"));
+    let _ = Tokenizer::from_gguf(&file).map(|t| t.encode("the thin inn"));
     let config = file.gpt2_config()?;
     file.gpt2_tensors(&config).map(|t| t.len())
 }
@@ -1225,7 +1221,7 @@ fn check_kjv(path: &Path) {
     );
 
     let reference = Tokenizer::from_dir(&hf_dir).unwrap();
-    let tokenizer = file.tokenizer().unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     assert_eq!(tokenizer.vocab_size(), reference.vocab_size());
     tokenizer.check_against(config.vocab_size).unwrap();
     for text in [
@@ -1247,7 +1243,11 @@ fn kjv_target_q8_0_reads_as_the_checkpoint() {
     let path = kjv_fixture("q8_0");
     check_kjv(&path);
     let file = GgufFile::open(&path).unwrap();
-    assert!(file.tensors().iter().any(|t| t.ggml_type == GgmlType::Q8_0));
+    assert!(
+        file.tensors()
+            .iter()
+            .any(|t| t.element_type == ElementType::Q8_0)
+    );
 }
 
 #[test]
@@ -1255,7 +1255,11 @@ fn kjv_target_q4_0_reads_as_the_checkpoint() {
     let path = kjv_fixture("q4_0");
     check_kjv(&path);
     let file = GgufFile::open(&path).unwrap();
-    assert!(file.tensors().iter().any(|t| t.ggml_type == GgmlType::Q4_0));
+    assert!(
+        file.tensors()
+            .iter()
+            .any(|t| t.element_type == ElementType::Q4_0)
+    );
 }
 
 /// Conversions a developer has made (not part of the repository, so not run by default):
@@ -1301,11 +1305,11 @@ proptest! {
         let quantized: Vec<_> = file
             .tensors()
             .iter()
-            .filter(|t| matches!(t.ggml_type, GgmlType::Q8_0 | GgmlType::Q4_0))
+            .filter(|t| matches!(t.element_type, ElementType::Q8_0 | ElementType::Q4_0))
             .collect();
         prop_assert!(!quantized.is_empty());
         let t = quantized[tensor.index(quantized.len())];
-        let size = t.ggml_type.block_bytes();
+        let size = t.element_type.block_bytes() as u64;
         let at = (t.offset + block.index((t.bytes / size) as usize) as u64 * size) as usize;
         let bits = 0x7c00 | mantissa | if negative { 0x8000 } else { 0 };
         let mut bytes = std::fs::read(&path).unwrap();
@@ -1325,7 +1329,7 @@ fn check_gpt2_small(path: &Path) {
     let config = file.gpt2_config().unwrap();
     assert_eq!(config, Gpt2Config::gpt2_small(), "{}", path.display());
     file.gpt2_tensors(&config).unwrap();
-    let tokenizer = file.tokenizer().unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     let reference = Tokenizer::from_dir(repo().join("assets/gpt2-tokenizer")).unwrap();
     assert_eq!(tokenizer.vocab_size(), 50257);
     for text in [

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::tensor::TensorData;
 use decode_core::{Error, GenerationConfig, LanguageModel, Result};
 use decode_models::backend::{Cpu, cpu_device};
-use decode_models::gguf::{GgmlType, GgufFile};
+use decode_models::gguf::{ElementType, GgufFile};
 use decode_models::gpt2::{ComputePath, LoadOptions, Quantization};
 use decode_models::weights::Gpt2Weights;
 use decode_models::{Gpt2, Gpt2Config};
@@ -148,10 +148,10 @@ fn gguf_block_scales_that_are_not_finite_are_refused() {
         let tensor = gguf
             .tensors()
             .iter()
-            .find(|t| matches!(t.ggml_type, GgmlType::Q8_0 | GgmlType::Q4_0))
+            .find(|t| matches!(t.element_type, ElementType::Q8_0 | ElementType::Q4_0))
             .expect("the file holds quantized tensors");
         // The scale of the tensor's third block.
-        let at = tensor.offset as usize + 2 * tensor.ggml_type.block_bytes() as usize;
+        let at = tensor.offset as usize + 2 * tensor.element_type.block_bytes();
         for bits in [0x7e00u16, 0x7c00, 0xfc00] {
             let mut bytes = original.clone();
             bytes[at..at + 2].copy_from_slice(&bits.to_le_bytes());

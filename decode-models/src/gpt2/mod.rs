@@ -77,47 +77,10 @@ impl Precision {
     }
 }
 
-/// Weights quantized to one of llama.cpp's block formats: 32 weights of one output share an f16
-/// scale. The host path computes with them (integer dot products against activations quantized
-/// to q8_0 on the fly); GGUF files store them as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Quantization {
-    /// 8-bit values: 8.5 bits a weight; perplexity within a fraction of a percent of f32.
-    Q8_0,
-    /// 4-bit values with an offset of 8: 4.5 bits a weight; a measurable loss of quality.
-    Q4_0,
-}
-
-impl Quantization {
-    /// The name llama.cpp uses (`q8_0`, `q4_0`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Quantization::Q8_0 => "q8_0",
-            Quantization::Q4_0 => "q4_0",
-        }
-    }
-}
-
-impl std::fmt::Display for Quantization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Quantization {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "q8_0" => Ok(Quantization::Q8_0),
-            "q4_0" => Ok(Quantization::Q4_0),
-            _ => Err(Error::invalid(
-                "quantize",
-                format!("{s:?} is not a quantization (q8_0 or q4_0)"),
-            )),
-        }
-    }
-}
+/// Weights quantized to one of llama.cpp's block formats (`decode_kernels::quant::Format`): 32
+/// weights of one output share an f16 scale. The host path computes with them (integer dot
+/// products against activations quantized to q8_0 on the fly); GGUF files store them as they are.
+pub use decode_kernels::quant::Format as Quantization;
 
 /// How [`Gpt2::load_with`] builds the model. The default computes on the host path on CPUs and
 /// on the tensor path elsewhere, in the checkpoint's own dtype.
@@ -237,7 +200,7 @@ impl<B: Backend> Gpt2<B> {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
         // Both paths run on rayon (the host kernels, and burn-flex): its settings are read first.
-        host::check_env()?;
+        decode_kernels::cpu::check_env()?;
         let host = options.path.is_host::<B>(device);
         if let Some(asked) = options.quantize
             && let Some(stored) = ckpt.quantized().find(|&stored| stored != asked)

@@ -5,34 +5,23 @@
 //! the step is overhead. burn's CPU backends spend a few milliseconds per step on tensor
 //! bookkeeping around the matrix products (strided copies of the cache for attention, one
 //! allocation per element-wise op, and a hand-off to the thread pool per op). Here the residual
-//! stream is one `Vec<f32>`, the linear layers are [`HostLinear`], attention reads the cache's
+//! stream is one `Vec<f32>`, the linear layers are [`decode_kernels::Linear`], attention reads the cache's
 //! buffers in place ([`KvCache::take_host`](crate::KvCache::take_host)), and the whole pass
 //! runs on one rayon pool so no call hands work across threads. The tensor path
 //! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
-mod attention;
-mod cpu;
-mod gemm;
-mod linear;
-mod ops;
-pub(crate) mod quant;
-
-pub(crate) use cpu::check_env;
-
-use std::sync::OnceLock;
-
 use burn::tensor::backend::Backend;
 use decode_core::{Batch, Error, Result};
+use decode_kernels::activation::{gelu, gelu_tanh, relu};
+use decode_kernels::attention::{self, KvLayer, Span};
+use decode_kernels::cpu::run_on_pool;
+use decode_kernels::norm::LayerNorm;
+use decode_kernels::{Linear, Source};
 
 use crate::KvCache;
-use crate::cache::HostLayer;
 
-use attention::Span;
-use linear::{HostLinear, Source};
-use ops::LayerNorm;
-
+use super::Quantization;
 use crate::checkpoint::{Checkpoint, Raw};
-use crate::gpt2::Quantization;
 use crate::{Activation, Gpt2Config};
 
 /// What building the model needs besides the checkpoint.
@@ -50,7 +39,7 @@ impl Build<'_> {
     }
 
     /// A `Conv1D` layer `prefix.{weight, bias}` (HuggingFace stores `[in, out]`).
-    fn linear(&mut self, ckpt: &mut Checkpoint, prefix: &str) -> Result<HostLinear> {
+    fn linear(&mut self, ckpt: &mut Checkpoint, prefix: &str) -> Result<Linear> {
         let bias = ckpt.take(&format!("{prefix}.bias"), self.progress, |r| r.to_f32())?;
         let quantize = self.quantize;
         let name = format!("{prefix}.weight");
@@ -63,7 +52,7 @@ impl Build<'_> {
     }
 
     /// A `[vocab, embd]` table read as the `[embd → vocab]` LM head.
-    fn head(&mut self, ckpt: &mut Checkpoint, name: &str) -> Result<HostLinear> {
+    fn head(&mut self, ckpt: &mut Checkpoint, name: &str) -> Result<Linear> {
         let quantize = self.quantize;
         let layer = ckpt.take(name, self.progress, |raw| {
             let [vocab, embd] = [raw.shape[0], raw.shape[1]];
@@ -75,7 +64,7 @@ impl Build<'_> {
 
 /// Refuses a layer quantized at load whose weights overflowed a block's f16 scale (the stored
 /// values were checked finite already; a quantized file's scales too).
-fn finite_scales(name: &str, layer: HostLinear) -> Result<HostLinear> {
+fn finite_scales(name: &str, layer: Linear) -> Result<Linear> {
     match layer.overflowed_format() {
         Some(format) => Err(Error::NonFinite(format!(
             "tensor {name} has weights too large for {format}: a block's f16 scale overflows to \
@@ -92,7 +81,7 @@ fn linear(
     output_rows: bool,
     bias: Option<Vec<f32>>,
     quantize: Option<Quantization>,
-) -> HostLinear {
+) -> Linear {
     let source = Source {
         bytes: raw.bytes,
         dtype: raw.dtype,
@@ -101,18 +90,18 @@ fn linear(
         output_rows,
         done: raw.done,
     };
-    HostLinear::new(&source, bias, quantize)
+    Linear::new(&source, bias, quantize)
 }
 
 /// One GPT-2 block on the host.
 #[derive(Debug, Clone)]
 struct HostBlock {
     ln_1: LayerNorm,
-    c_attn: HostLinear,
-    attn_proj: HostLinear,
+    c_attn: Linear,
+    attn_proj: Linear,
     ln_2: LayerNorm,
-    c_fc: HostLinear,
-    mlp_proj: HostLinear,
+    c_fc: Linear,
+    mlp_proj: Linear,
 }
 
 impl HostBlock {
@@ -128,18 +117,22 @@ impl HostBlock {
         })
     }
 
-    fn linears(&self) -> [&HostLinear; 4] {
+    fn linears(&self) -> [&Linear; 4] {
         [&self.c_attn, &self.attn_proj, &self.c_fc, &self.mlp_proj]
     }
 
     /// `x` is the residual stream `[tokens, embd]`, updated in place.
-    fn forward(&self, x: &mut [f32], pass: &Pass, cache: &mut HostLayer, scale: f32) {
+    fn forward(&self, x: &mut [f32], pass: &Pass, cache: &mut KvLayer, scale: f32) {
         let tokens = pass.tokens();
         let qkv = self.c_attn.forward(&self.ln_1.forward(x), tokens);
-        let attended = attention::attend(&qkv, cache, pass.span, pass.real, scale);
+        let attended = attention::attend(&qkv, cache.shape[1], cache, pass.span, pass.real, scale);
         add(x, &self.attn_proj.forward(&attended, tokens));
         let mut h = self.c_fc.forward(&self.ln_2.forward(x), tokens);
-        ops::activate(pass.activation, &mut h);
+        match pass.activation {
+            Activation::GeluTanh => gelu_tanh(&mut h),
+            Activation::Gelu => gelu(&mut h),
+            Activation::Relu => relu(&mut h),
+        }
         add(x, &self.mlp_proj.forward(&h, tokens));
     }
 }
@@ -167,13 +160,13 @@ impl Pass<'_> {
 pub struct HostGpt2 {
     /// The token embedding, laid out as an LM head (embedding rows are its columns); `None` when
     /// the head is tied to it: the lookup then reads the head, and the table is held once.
-    wte: Option<HostLinear>,
+    wte: Option<Linear>,
     /// `[n_positions, embd]`.
     wpe: Vec<f32>,
     blocks: Vec<HostBlock>,
     ln_f: LayerNorm,
     /// `[embd, vocab]`.
-    lm_head: HostLinear,
+    lm_head: Linear,
     embd: usize,
     activation: Activation,
     /// Per layer, what attention scores are multiplied by.
@@ -223,7 +216,7 @@ impl HostGpt2 {
         Ok(model)
     }
 
-    fn linears(&self) -> impl Iterator<Item = &HostLinear> {
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
         self.blocks
             .iter()
             .flat_map(HostBlock::linears)
@@ -233,7 +226,7 @@ impl HostGpt2 {
 
     /// Bytes the weights take in memory, as the kernels read them.
     pub fn weight_bytes(&self) -> usize {
-        let linears: usize = self.linears().map(HostLinear::weight_bytes).sum();
+        let linears: usize = self.linears().map(Linear::weight_bytes).sum();
         linears + 4 * self.wpe.len()
     }
 
@@ -268,7 +261,7 @@ impl HostGpt2 {
         batch: &Batch,
         positions: &[i64],
         pass: &Pass,
-        layers: &mut [HostLayer],
+        layers: &mut [KvLayer],
         last_only: bool,
     ) -> Vec<f32> {
         let (e, steps) = (self.embd, pass.span.steps);
@@ -296,48 +289,6 @@ impl HostGpt2 {
         }
         let m = x.len() / e;
         self.lm_head.forward(&self.ln_f.forward(&x), m)
-    }
-}
-
-/// Runs `f` on this thread's scratch buffer of at least `n` values, reused across calls (with
-/// arbitrary contents): a prompt's pass would otherwise fault in megabytes of fresh pages for
-/// every layer's temporaries.
-fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|cell| {
-        // A nested call (none today) gets a buffer of its own rather than a borrow panic.
-        match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                if buf.len() < n {
-                    buf.resize(n, 0.0);
-                }
-                f(&mut buf[..n])
-            }
-            Err(_) => f(&mut vec![0f32; n]),
-        }
-    })
-}
-
-/// Runs `f` on a worker of the host path's rayon pool, so the parallel loops inside start without
-/// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
-fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    match POOL.get_or_init(|| {
-        // `check_env` refused an unreadable or absurd RAYON_NUM_THREADS before any model was
-        // built; the count is passed on so rayon never reads the variable itself.
-        let threads = cpu::threads()
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .ok()
-    }) {
-        Some(pool) => pool.install(f),
-        None => f(),
     }
 }
 

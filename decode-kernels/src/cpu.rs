@@ -1,4 +1,4 @@
-//! Which SIMD instructions the host kernels use: the best this CPU has, unless the environment
+//! Which SIMD instructions the kernels use: the best this CPU has, unless the environment
 //! variable `DECODE_SIMD` caps it (`avx2` or `portable`), so the AVX2 and portable kernels can be
 //! measured on a machine that has AVX-512 (`DECODE_SIMD=avx2 cargo bench --bench gpt2`); and how
 //! many threads they run on (`RAYON_NUM_THREADS`, checked).
@@ -105,4 +105,25 @@ fn detected() -> Simd {
         }
     }
     Simd::Portable
+}
+
+/// Runs `f` on a worker of the kernels' rayon pool, so the parallel loops inside start without
+/// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
+pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    match POOL.get_or_init(|| {
+        // `check_env` refused an unreadable or absurd RAYON_NUM_THREADS before any model was
+        // built; the count is passed on so rayon never reads the variable itself.
+        let threads = threads()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .ok()
+    }) {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }

@@ -1,77 +1,50 @@
-//! The small element-wise parts of a block on the host: layer norm and the MLP activation.
+//! Element-wise functions: the MLP activations (GELU in its tanh and erf forms, ReLU, SiLU) and
+//! an `exp` that vectorises (for them and for attention's softmax).
 
-use crate::Activation;
+use crate::cpu::{self, Simd};
 
-/// Layer norm over rows of `weight.len()` values, as `torch.nn.LayerNorm` (biased variance).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerNorm {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    epsilon: f64,
-}
-
-impl LayerNorm {
-    /// From the weight and bias.
-    pub fn new(weight: Vec<f32>, bias: Vec<f32>, epsilon: f64) -> Self {
-        LayerNorm {
-            weight,
-            bias,
-            epsilon,
-        }
-    }
-
-    /// Normalises each row of `x` (`[rows, width]`, row-major).
-    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let width = self.weight.len();
-        let mut out = vec![0f32; x.len()];
-        for (row, y) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-            // f64 sums: the row is short, and this keeps the mean and variance as exact as torch's.
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
-            let inv = (1.0 / (var + self.epsilon).sqrt()) as f32;
-            let mean = mean as f32;
-            for (((y, &v), &w), &b) in y.iter_mut().zip(row).zip(&self.weight).zip(&self.bias) {
-                *y = (v - mean) * inv * w + b;
-            }
-        }
-        out
+/// The exact GELU, `0.5·x·(1 + erf(x/√2))` (torch's default `gelu`), in place.
+pub fn gelu(x: &mut [f32]) {
+    for v in x {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + libm::erff(u * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
-/// Applies the MLP activation in place.
-pub fn activate(activation: Activation, x: &mut [f32]) {
-    match activation {
-        Activation::GeluTanh => gelu_tanh(x),
-        Activation::Gelu => {
-            for v in x {
-                let u = *v;
-                *v = 0.5 * u * (1.0 + libm::erff(u * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        }
-        Activation::Relu => {
-            for v in x {
-                *v = v.max(0.0);
-            }
-        }
+/// `max(x, 0)`, in place.
+pub fn relu(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}
+
+/// SiLU (swish), `x · sigmoid(x) = x / (1 + e^(−x))`, in place: the gate of SwiGLU.
+pub fn silu(x: &mut [f32]) {
+    for v in x {
+        *v /= 1.0 + exp(-*v);
     }
 }
 
 /// transformers' NewGELUActivation, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, written as
 /// `x / (1 + e^(−2u))` (the same function: 1 + tanh(u) = 2·sigmoid(2u)) with an exp that
 /// vectorises. libm's scalar tanh took 10 ns a value: 12 ms of a 32-token GPT-2-small prefill.
-fn gelu_tanh(x: &mut [f32]) {
+pub fn gelu_tanh(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    match super::cpu::level() {
+    match cpu::level() {
         // SAFETY: the CPU has AVX-512F (`cpu::level` checked).
-        super::cpu::Simd::Avx512 => return unsafe { gelu_tanh_avx512(x) },
+        Simd::Avx512 => return unsafe { gelu_tanh_avx512(x) },
         // SAFETY: the CPU has AVX2 and FMA (`cpu::level` checked).
-        super::cpu::Simd::Avx2 => return unsafe { gelu_tanh_avx2(x) },
-        super::cpu::Simd::Portable => {}
+        Simd::Avx2 => return unsafe { gelu_tanh_avx2(x) },
+        Simd::Portable => {}
     }
     gelu_tanh_lanes(x);
 }
 
 /// The same loop compiled for AVX2 (8 lanes).
+///
+/// # Safety
+///
+/// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu_tanh_avx2(x: &mut [f32]) {
@@ -79,6 +52,10 @@ unsafe fn gelu_tanh_avx2(x: &mut [f32]) {
 }
 
 /// The same loop compiled for AVX-512 (16 lanes).
+///
+/// # Safety
+///
+/// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn gelu_tanh_avx512(x: &mut [f32]) {
@@ -121,13 +98,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layer_norm_centres_and_scales() {
-        let ln = LayerNorm::new(vec![1f32, 2.0], vec![0f32, 1.0], 0.0);
-        // Each row: mean 2, std 1 → [-1, 1] → scaled and shifted [-1, 3].
-        assert_eq!(ln.forward(&[1.0, 3.0, 3.0, 1.0]), [-1.0, 3.0, 1.0, -1.0]);
-    }
-
-    #[test]
     fn exp_is_within_a_few_ulp() {
         for i in -8700..=8800 {
             let x = i as f32 / 100.0;
@@ -144,7 +114,7 @@ mod tests {
         // Against the tanh formula in f64, over a range wider than activations reach.
         let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 / 100.0).collect();
         let mut got = xs.clone();
-        activate(Activation::GeluTanh, &mut got);
+        gelu_tanh(&mut got);
         // The portable build of the loop agrees with the one dispatched here (AVX-512 or not).
         let mut portable = xs.clone();
         gelu_tanh_lanes(&mut portable);
@@ -164,10 +134,19 @@ mod tests {
             );
         }
         let mut x = [-1.0f32, 1.0];
-        activate(Activation::Gelu, &mut x);
+        gelu(&mut x);
         assert!((x[0] + 0.158_655_3).abs() < 1e-6 && (x[1] - 0.841_344_7).abs() < 1e-6);
         let mut x = [-1.0f32, 1.0];
-        activate(Activation::Relu, &mut x);
+        relu(&mut x);
         assert_eq!(x, [0.0, 1.0]);
+        let mut x = [-2.0f32, 0.0, 3.0];
+        silu(&mut x);
+        let want = [-2.0 / (1.0 + 2f64.exp()), 0.0, 3.0 / (1.0 + (-3f64).exp())];
+        assert!(
+            x.iter()
+                .zip(want)
+                .all(|(&g, w)| (g as f64 - w).abs() < 1e-6),
+            "{x:?}"
+        );
     }
 }

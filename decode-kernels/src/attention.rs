@@ -1,14 +1,26 @@
-//! Causal self-attention over the KV cache, on the host.
+//! Causal self-attention over a KV cache held in host memory, with grouped-query attention
+//! (several query heads sharing one key/value head; one each is plain multi-head attention).
 //!
 //! The new keys and values are written into the cache's slots first; then each new token attends
 //! to every earlier real slot and to itself. Padding and rolled-back slots (`real == false`) are
 //! skipped, which is the same as transformers' additive mask.
 
-use crate::cache::HostLayer;
-
-use super::linear::{self, TILE};
-use super::{ops, with_scratch};
 use rayon::prelude::*;
+
+use crate::activation::exp;
+use crate::dense::{self, TILE};
+use crate::scratch::with_scratch;
+
+/// One layer's keys and values, `[rows, kv_heads, capacity, head_dim]` each, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvLayer {
+    /// Keys.
+    pub keys: Vec<f32>,
+    /// Values.
+    pub values: Vec<f32>,
+    /// `[rows, kv_heads, capacity, head_dim]`.
+    pub shape: [usize; 4],
+}
 
 /// Below this many multiply-adds the heads run on the calling thread.
 const PARALLEL_WORK: usize = 1 << 15;
@@ -25,30 +37,44 @@ pub struct Span {
     pub start: usize,
 }
 
-/// `qkv` is `[rows·steps, 3·embd]` (queries, keys, values side by side, heads contiguous within
-/// each); `real[row]` says which of the row's slots `0..start + steps` hold real tokens. Writes the
-/// new keys and values into `cache` and returns the attention output `[rows·steps, embd]`.
+/// `qkv` is `[rows·steps, (heads + 2·kv_heads)·head_dim]`: each token's queries (`heads` of
+/// them), keys and values (`kv_heads` each, the cache's second dimension) side by side, heads
+/// contiguous within each; query head `h` reads key/value head `h / (heads / kv_heads)`.
+/// `real[row]` says which of the row's slots `0..start + steps` hold real tokens. Writes the new
+/// keys and values into `cache` and returns the attention output `[rows·steps, heads·head_dim]`.
+///
+/// # Panics
+///
+/// If `heads` is not a multiple of the cache's `kv_heads`, or the slices are shorter than the
+/// shapes say (callers size them from the same configuration).
 pub fn attend(
     qkv: &[f32],
-    cache: &mut HostLayer,
+    heads: usize,
+    cache: &mut KvLayer,
     span: Span,
     real: &[&[bool]],
     scale: f32,
 ) -> Vec<f32> {
-    let [rows, heads, capacity, head_dim] = cache.shape;
+    let [rows, kv_heads, capacity, head_dim] = cache.shape;
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
+        "{heads} query heads over {kv_heads} key/value heads"
+    );
+    let group = heads / kv_heads;
     let Span { steps, start } = span;
     let embd = heads * head_dim;
+    let kv_embd = kv_heads * head_dim;
+    let width = embd + 2 * kv_embd;
     let len = start + steps;
     for r in 0..rows {
         for i in 0..steps {
-            let token = &qkv[(r * steps + i) * 3 * embd..(r * steps + i + 1) * 3 * embd];
-            for h in 0..heads {
-                let dst = ((r * heads + h) * capacity + start + i) * head_dim;
+            let token = &qkv[(r * steps + i) * width..(r * steps + i + 1) * width];
+            let (keys, values) = token[embd..].split_at(kv_embd);
+            for h in 0..kv_heads {
+                let dst = ((r * kv_heads + h) * capacity + start + i) * head_dim;
                 let src = h * head_dim;
-                cache.keys[dst..dst + head_dim]
-                    .copy_from_slice(&token[embd + src..embd + src + head_dim]);
-                cache.values[dst..dst + head_dim]
-                    .copy_from_slice(&token[2 * embd + src..2 * embd + src + head_dim]);
+                cache.keys[dst..dst + head_dim].copy_from_slice(&keys[src..src + head_dim]);
+                cache.values[dst..dst + head_dim].copy_from_slice(&values[src..src + head_dim]);
             }
         }
     }
@@ -57,10 +83,10 @@ pub fn attend(
     let mut per_head = vec![0f32; rows * heads * steps * head_dim];
     let one = |(rh, out): (usize, &mut [f32])| {
         let (r, h) = (rh / heads, rh % heads);
-        let base = rh * capacity * head_dim;
+        let base = (r * kv_heads + h / group) * capacity * head_dim;
         let head = Head {
-            queries: &qkv[r * steps * 3 * embd + h * head_dim..],
-            query_stride: 3 * embd,
+            queries: &qkv[r * steps * width + h * head_dim..],
+            query_stride: width,
             keys: &cache.keys[base..base + len * head_dim],
             values: &cache.values[base..base + len * head_dim],
             real: real[r],
@@ -107,22 +133,28 @@ impl Head<'_> {
     /// Writes `[steps, head_dim]` outputs, vectorised for AVX-512 or AVX2 where the CPU has it.
     fn attend(&self, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        match super::cpu::level() {
+        match crate::cpu::level() {
             // SAFETY: the CPU has AVX-512F (`cpu::level` checked).
-            super::cpu::Simd::Avx512 => return unsafe { self.attend_avx512(out) },
+            crate::cpu::Simd::Avx512 => return unsafe { self.attend_avx512(out) },
             // SAFETY: the CPU has AVX2 and FMA (`cpu::level` checked).
-            super::cpu::Simd::Avx2 => return unsafe { self.attend_avx2(out) },
-            super::cpu::Simd::Portable => {}
+            crate::cpu::Simd::Avx2 => return unsafe { self.attend_avx2(out) },
+            crate::cpu::Simd::Portable => {}
         }
         self.attend_lanes(out);
     }
 
+    /// # Safety
+    ///
+    /// The CPU has AVX-512F.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn attend_avx512(&self, out: &mut [f32]) {
         self.attend_lanes(out);
     }
 
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn attend_avx2(&self, out: &mut [f32]) {
@@ -183,14 +215,14 @@ impl Head<'_> {
         for s in scores.iter_mut() {
             // exp(−∞) must be 0: the vectorised exp saturates, so hidden slots are zeroed.
             // (No running sum here: a sequential f32 sum would keep the loop scalar.)
-            let e = ops::exp(*s - max);
+            let e = exp(*s - max);
             *s = if *s == f32::NEG_INFINITY { 0.0 } else { e };
         }
         let inv = 1.0 / sum(scores);
         scores.iter_mut().for_each(|s| *s *= inv);
     }
 
-    /// A prompt's attention (`head_dim` = 64) as two products on the linear layers' tile kernel
+    /// A prompt's attention (`head_dim` = 64) as two products on the float tile kernel
     /// (compute-bound work at the FMA units' rate): the scores `Q·Kᵀ`, the keys laid out as tiles
     /// of 64 keys, then `P·V`, the values already being one tile (`[len][64]`). The products run
     /// over every key, the causal half masked to zero weight: twice the multiply-adds of the
@@ -220,7 +252,7 @@ impl Head<'_> {
                     .chunks_exact(hd * TILE)
                     .zip(scores.chunks_exact_mut(steps * TILE))
                 {
-                    linear::tile(kt, q, steps, hd, s);
+                    dense::tile(kt, q, steps, hd, s);
                 }
                 for (i, row) in p.chunks_exact_mut(len).enumerate() {
                     let me = self.start + i;
@@ -230,7 +262,7 @@ impl Head<'_> {
                     self.softmax(&mut row[..=me]);
                     row[me + 1..].fill(0.0);
                 }
-                linear::tile(self.values, p, steps, len, out);
+                dense::tile(self.values, p, steps, len, out);
             },
         );
     }
@@ -277,7 +309,7 @@ mod tests {
     #[test]
     fn attends_to_earlier_real_slots_and_itself() {
         let (heads, head_dim, capacity) = (2, 2, 4);
-        let mut cache = HostLayer {
+        let mut cache = KvLayer {
             keys: vec![0.0; heads * capacity * head_dim],
             values: vec![0.0; heads * capacity * head_dim],
             shape: [1, heads, capacity, head_dim],
@@ -287,6 +319,7 @@ mod tests {
         let t1 = [1., 0., 1., 0., 1., 1., 1., 1., 4., 8., 10., 12.];
         let first = attend(
             &t0,
+            heads,
             &mut cache,
             Span { steps: 1, start: 0 },
             &[&[true]],
@@ -294,12 +327,20 @@ mod tests {
         );
         assert_eq!(first, [2., 4., 6., 8.]);
         let both = [true, true];
-        let second = attend(&t1, &mut cache, Span { steps: 1, start: 1 }, &[&both], 1.0);
+        let second = attend(
+            &t1,
+            heads,
+            &mut cache,
+            Span { steps: 1, start: 1 },
+            &[&both],
+            1.0,
+        );
         assert_eq!(second, [3., 6., 8., 10.]);
         // Slot 0 hidden: only itself.
         let hidden = [false, true];
         let third = attend(
             &t1,
+            heads,
             &mut cache,
             Span { steps: 1, start: 1 },
             &[&hidden],
@@ -318,13 +359,13 @@ mod tests {
                 let mut qkv = vec![0.25f32; steps * 3 * embd];
                 // The first token's key: every later query's score against it is non-finite.
                 qkv[embd] = poison;
-                let mut cache = HostLayer {
+                let mut cache = KvLayer {
                     keys: vec![0.0; steps * head_dim],
                     values: vec![0.0; steps * head_dim],
                     shape: [1, 1, steps, head_dim],
                 };
                 let real = vec![true; steps];
-                let out = attend(&qkv, &mut cache, Span { steps, start: 0 }, &[&real], 1.0);
+                let out = attend(&qkv, 1, &mut cache, Span { steps, start: 0 }, &[&real], 1.0);
                 for (i, token) in out.chunks_exact(embd).enumerate() {
                     assert!(
                         token.iter().all(|v| v.is_nan()),
@@ -351,18 +392,26 @@ mod tests {
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0)
             .collect();
         let real: Vec<bool> = (0..steps).map(|j| j % 5 != 3).collect();
-        let layer = || HostLayer {
+        let layer = || KvLayer {
             keys: vec![0.0; heads * steps * head_dim],
             values: vec![0.0; heads * steps * head_dim],
             shape: [1, heads, steps, head_dim],
         };
         let mut whole = layer();
-        let at_once = attend(&qkv, &mut whole, Span { steps, start: 0 }, &[&real], 0.25);
+        let at_once = attend(
+            &qkv,
+            heads,
+            &mut whole,
+            Span { steps, start: 0 },
+            &[&real],
+            0.25,
+        );
         let mut stepped = layer();
         for i in 0..steps {
             let token = &qkv[i * 3 * embd..(i + 1) * 3 * embd];
             let got = attend(
                 token,
+                heads,
                 &mut stepped,
                 Span { steps: 1, start: i },
                 &[&real[..=i]],
@@ -371,6 +420,43 @@ mod tests {
             for (a, b) in got.iter().zip(&at_once[i * embd..(i + 1) * embd]) {
                 assert!((a - b).abs() < 1e-5, "token {i}: {a} vs {b}");
             }
+        }
+    }
+
+    /// Grouped-query attention equals multi-head attention with each key/value head repeated
+    /// for its group of query heads (transformers' `repeat_kv`), for every ratio from 1 to 7.
+    #[test]
+    fn grouped_query_attention_is_repeated_key_value_heads() {
+        let (head_dim, steps, kv_heads) = (8, 5, 2);
+        for group in 1..=7 {
+            let heads = kv_heads * group;
+            let width = (heads + 2 * kv_heads) * head_dim;
+            let qkv: Vec<f32> = (0..steps * width)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0)
+                .collect();
+            // The same tokens with each key/value head written out once per query head.
+            let mut repeated = Vec::new();
+            for token in qkv.chunks_exact(width) {
+                let (q, kv) = token.split_at(heads * head_dim);
+                let (k, v) = kv.split_at(kv_heads * head_dim);
+                repeated.extend_from_slice(q);
+                for part in [k, v] {
+                    for h in 0..heads {
+                        let src = (h / group) * head_dim;
+                        repeated.extend_from_slice(&part[src..src + head_dim]);
+                    }
+                }
+            }
+            let layer = |kv| KvLayer {
+                keys: vec![0.0; kv * steps * head_dim],
+                values: vec![0.0; kv * steps * head_dim],
+                shape: [1, kv, steps, head_dim],
+            };
+            let real = vec![true; steps];
+            let span = Span { steps, start: 0 };
+            let gqa = attend(&qkv, heads, &mut layer(kv_heads), span, &[&real], 0.3);
+            let mha = attend(&repeated, heads, &mut layer(heads), span, &[&real], 0.3);
+            assert_eq!(gqa, mha, "{group} query heads per key/value head");
         }
     }
 }

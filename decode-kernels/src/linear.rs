@@ -14,9 +14,10 @@ use std::sync::OnceLock;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::cpu::{self, Simd};
-use super::quant::{self, BLOCK, Format, Kernel, QuantMatrix, QuantRows};
-use crate::checkpoint::Stored;
+use crate::dense::{self, TILE, Weight};
+use crate::element::ElementType;
+use crate::quant::{self, BLOCK, Format, Kernel, QuantMatrix, QuantRows};
+use crate::scratch::with_scratch;
 
 /// The q8_0/q4_0 kernel, detected once.
 fn quant_kernel() -> Kernel {
@@ -24,50 +25,11 @@ fn quant_kernel() -> Kernel {
     *KERNEL.get_or_init(Kernel::detect)
 }
 
-/// Columns per tile.
-pub(super) const TILE: usize = 64;
 /// Rows (tokens) per pass over the weights: a verify pass or a prompt of up to 64 tokens streams
 /// them from memory once (the rows then reuse each tile from cache).
 const ROWS: usize = 64;
-/// How many weight rows ahead of the FMAs the kernel asks for (12 KiB of f32: measured best for
-/// f32, and f16 is flat from 2 to 6 KiB).
-const PREFETCH_ROWS: usize = 48;
 /// Below this many multiply-adds a product runs on the calling thread: waking the pool costs more.
 const PARALLEL_WORK: usize = 1 << 18;
-
-/// Keeps [`Weight`] to the three types the SIMD kernels know how to load (they dispatch on the
-/// type's `TypeId`, and would misread any other).
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::f16 {}
-    impl Sealed for half::bf16 {}
-}
-
-/// An element type the kernel can widen to f32: f32, f16 or bf16 (sealed: the SIMD kernels
-/// handle exactly these three).
-pub trait Weight: sealed::Sealed + Copy + Send + Sync + Default + 'static {
-    /// The value as f32.
-    fn widen(self) -> f32;
-}
-
-impl Weight for f32 {
-    fn widen(self) -> f32 {
-        self
-    }
-}
-
-impl Weight for f16 {
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-}
-
-impl Weight for bf16 {
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-}
 
 /// A weight matrix as a checkpoint stores it, before it is laid out for the kernels: little-endian
 /// bytes (any alignment), read once, in order.
@@ -75,7 +37,7 @@ pub struct Source<'a> {
     /// The stored values.
     pub bytes: &'a [u8],
     /// Their type.
-    pub dtype: Stored,
+    pub dtype: ElementType,
     /// Inputs (the width of an output's weights).
     pub inputs: usize,
     /// Outputs.
@@ -184,29 +146,31 @@ fn quantized(source: &Source, format: Format) -> QuantMatrix {
 
 /// `y = x · W + b` on the host.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HostLinear {
+pub struct Linear {
     inputs: usize,
     outputs: usize,
     layout: Layout,
     bias: Option<Vec<f32>>,
 }
 
-impl HostLinear {
+impl Linear {
     /// Lays out `source` for the kernels: float weights as tiles in their stored type, or as
     /// `quantize`'s blocks; quantized weights as they are (`quantize` must then be `None` or
     /// their own format: the caller checks).
     pub fn new(source: &Source, bias: Option<Vec<f32>>, quantize: Option<Format>) -> Self {
         let layout = match (source.dtype.format().or(quantize), source.dtype) {
             (Some(format), _) => Layout::Quant(quantized(source, format)),
-            (None, Stored::F16) => Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]]))),
-            (None, Stored::BF16) => {
+            (None, ElementType::F16) => {
+                Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]])))
+            }
+            (None, ElementType::BF16) => {
                 Layout::BF16(tiled(source, |b| bf16::from_le_bytes([b[0], b[1]])))
             }
             (None, _) => Layout::F32(tiled(source, |b| {
                 f32::from_le_bytes([b[0], b[1], b[2], b[3]])
             })),
         };
-        HostLinear {
+        Linear {
             inputs: source.inputs,
             outputs: source.outputs,
             layout,
@@ -265,16 +229,16 @@ impl HostLinear {
             };
             // Tile-major scratch, `rows × TILE` per tile, sized to the rows actually present
             // (every kernel writes the columns that are later read).
-            super::with_scratch(n.div_ceil(TILE) * rows * TILE, |scratch| {
+            with_scratch(n.div_ceil(TILE) * rows * TILE, |scratch| {
                 let one = |(t, out): (usize, &mut [f32])| match (&self.layout, &xq) {
                     (Layout::F32(w), _) => {
-                        tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+                        dense::tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
                     }
                     (Layout::F16(w), _) => {
-                        tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+                        dense::tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
                     }
                     (Layout::BF16(w), _) => {
-                        tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
+                        dense::tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
                     }
                     (Layout::Quant(w), Some(xq)) => {
                         let width = TILE.min(n - t * TILE);
@@ -309,237 +273,6 @@ impl HostLinear {
     }
 }
 
-/// One tile: `out[i][j] = Σ_k xs[i][k] · w[k][j]` for `rows` rows, `w` being `[k][TILE]` and
-/// `out` `[rows][TILE]`.
-pub(super) fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let level = cpu::level();
-        if level >= Simd::Avx512 {
-            // SAFETY: the CPU has AVX-512F (`cpu::level` checked).
-            unsafe { avx512::tile(w, xs, rows, k, out) };
-            return;
-        }
-        // From 4 rows, AVX2's register-blocked kernel (the 2-row one here spills registers).
-        if rows >= 4 && level >= Simd::Avx2 {
-            super::gemm::tile_many(w, xs, rows, k, out);
-            return;
-        }
-        if level >= Simd::Avx2 {
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-            unsafe { simd::tile(w, xs, rows, k, out) };
-            return;
-        }
-    }
-    tile_portable(w, xs, rows, k, out);
-}
-
-/// The tile in plain Rust, for CPUs without AVX2.
-pub(super) fn tile_portable<T: Weight>(
-    w: &[T],
-    xs: &[f32],
-    rows: usize,
-    k: usize,
-    out: &mut [f32],
-) {
-    let acc = &mut out[..rows * TILE];
-    acc.fill(0.0);
-    let mut wide = [0f32; TILE];
-    for kk in 0..k {
-        for (d, s) in wide.iter_mut().zip(&w[kk * TILE..(kk + 1) * TILE]) {
-            *d = s.widen();
-        }
-        for i in 0..rows {
-            let a = xs[i * k + kk];
-            for (y, &v) in acc[i * TILE..(i + 1) * TILE].iter_mut().zip(&wide) {
-                *y += a * v;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(super) mod simd {
-    use std::any::TypeId;
-    use std::arch::x86_64::*;
-
-    use half::{bf16, f16};
-
-    use super::{PREFETCH_ROWS, TILE, Weight};
-
-    /// Whether the AVX2 + FMA + F16C kernel can run here.
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    }
-
-    /// Eight weights widened to f32.
-    #[inline(always)]
-    pub unsafe fn load8<T: Weight>(p: *const T) -> __m256 {
-        unsafe {
-            if TypeId::of::<T>() == TypeId::of::<f32>() {
-                _mm256_loadu_ps(p as *const f32)
-            } else if TypeId::of::<T>() == TypeId::of::<f16>() {
-                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-            } else {
-                debug_assert_eq!(TypeId::of::<T>(), TypeId::of::<bf16>());
-                let halves = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-                _mm256_castsi256_ps(_mm256_slli_epi32(halves, 16))
-            }
-        }
-    }
-
-    /// Asks for the weights `PREFETCH_ROWS` rows ahead (a 64-byte line every 16 f32 / 32 f16
-    /// values), so memory requests overlap with the FMAs. Prefetching past the end of the slice is
-    /// harmless.
-    #[inline(always)]
-    pub unsafe fn prefetch_ahead<T>(row: *const T) {
-        let ahead = row.wrapping_add(PREFETCH_ROWS * TILE) as *const i8;
-        let bytes = TILE * std::mem::size_of::<T>();
-        let mut off = 0;
-        while off < bytes {
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off)) };
-            off += 64;
-        }
-    }
-
-    /// The tile with 8-wide FMAs; the TILE = 64 accumulators of a row stay in 8 registers.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
-        assert!(w.len() >= k * TILE && xs.len() >= rows * k && out.len() >= rows * TILE);
-        unsafe {
-            // Two rows at a time: 16 accumulators, and each weight load feeds two FMAs.
-            let mut i = 0;
-            while i + 2 <= rows {
-                let mut a0 = [_mm256_setzero_ps(); TILE / 8];
-                let mut a1 = [_mm256_setzero_ps(); TILE / 8];
-                let x0 = xs.as_ptr().add(i * k);
-                let x1 = xs.as_ptr().add((i + 1) * k);
-                for kk in 0..k {
-                    let s0 = _mm256_set1_ps(*x0.add(kk));
-                    let s1 = _mm256_set1_ps(*x1.add(kk));
-                    let row = w.as_ptr().add(kk * TILE);
-                    prefetch_ahead(row);
-                    for (j, (a, b)) in a0.iter_mut().zip(a1.iter_mut()).enumerate() {
-                        let v = load8(row.add(j * 8));
-                        *a = _mm256_fmadd_ps(s0, v, *a);
-                        *b = _mm256_fmadd_ps(s1, v, *b);
-                    }
-                }
-                for j in 0..TILE / 8 {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(i * TILE + j * 8), a0[j]);
-                    _mm256_storeu_ps(out.as_mut_ptr().add((i + 1) * TILE + j * 8), a1[j]);
-                }
-                i += 2;
-            }
-            // The odd row (a single decode step is one).
-            if i < rows {
-                let mut a0 = [_mm256_setzero_ps(); TILE / 8];
-                let x0 = xs.as_ptr().add(i * k);
-                for kk in 0..k {
-                    let s0 = _mm256_set1_ps(*x0.add(kk));
-                    let row = w.as_ptr().add(kk * TILE);
-                    prefetch_ahead(row);
-                    for (j, a) in a0.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(s0, load8(row.add(j * 8)), *a);
-                    }
-                }
-                for (j, a) in a0.iter().enumerate() {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(i * TILE + j * 8), *a);
-                }
-            }
-        }
-    }
-}
-
-/// The same tile with AVX-512: a row's 64 accumulators are 4 registers, so up to 6 rows share each
-/// weight load (of the 32 registers, 24 hold the accumulators, 4 the weights and the rest the
-/// broadcasts); a remainder of 1 to 5 rows runs as one narrower pass.
-#[cfg(target_arch = "x86_64")]
-pub(super) mod avx512 {
-    use std::any::TypeId;
-    use std::arch::x86_64::*;
-
-    use half::{bf16, f16};
-
-    use super::simd::prefetch_ahead;
-    use super::{TILE, Weight};
-
-    /// Whether the AVX-512 kernel can run here (the tests ask; the dispatch goes by `cpu::level`).
-    #[cfg(test)]
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-    }
-
-    /// Sixteen weights widened to f32.
-    #[inline(always)]
-    unsafe fn load16<T: Weight>(p: *const T) -> __m512 {
-        unsafe {
-            if TypeId::of::<T>() == TypeId::of::<f32>() {
-                _mm512_loadu_ps(p as *const f32)
-            } else if TypeId::of::<T>() == TypeId::of::<f16>() {
-                _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
-            } else {
-                debug_assert_eq!(TypeId::of::<T>(), TypeId::of::<bf16>());
-                let halves = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
-                _mm512_castsi512_ps(_mm512_slli_epi32(halves, 16))
-            }
-        }
-    }
-
-    /// `R` rows of the tile: `out[r][..TILE] = Σ_k x[r][k] · w[k][..TILE]`, `x` rows `k` apart.
-    #[inline(always)]
-    unsafe fn rows<T: Weight, const R: usize>(w: *const T, x: *const f32, k: usize, out: *mut f32) {
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); TILE / 16]; R];
-            for kk in 0..k {
-                let row = w.add(kk * TILE);
-                prefetch_ahead(row);
-                let v = [
-                    load16(row),
-                    load16(row.add(16)),
-                    load16(row.add(32)),
-                    load16(row.add(48)),
-                ];
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let s = _mm512_set1_ps(*x.add(r * k + kk));
-                    for (a, &v) in acc.iter_mut().zip(&v) {
-                        *a = _mm512_fmadd_ps(s, v, *a);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                for (j, a) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(out.add(r * TILE + j * 16), *a);
-                }
-            }
-        }
-    }
-
-    /// The tile, six rows at a time, then the remaining 1 to 5 rows in one pass.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
-        assert!(w.len() >= k * TILE && xs.len() >= rows * k && out.len() >= rows * TILE);
-        unsafe {
-            let (w, x, o) = (w.as_ptr(), xs.as_ptr(), out.as_mut_ptr());
-            let mut i = 0;
-            while i + 6 <= rows {
-                self::rows::<T, 6>(w, x.add(i * k), k, o.add(i * TILE));
-                i += 6;
-            }
-            match rows - i {
-                5 => self::rows::<T, 5>(w, x.add(i * k), k, o.add(i * TILE)),
-                4 => self::rows::<T, 4>(w, x.add(i * k), k, o.add(i * TILE)),
-                3 => self::rows::<T, 3>(w, x.add(i * k), k, o.add(i * TILE)),
-                2 => self::rows::<T, 2>(w, x.add(i * k), k, o.add(i * TILE)),
-                1 => self::rows::<T, 1>(w, x.add(i * k), k, o.add(i * TILE)),
-                _ => {}
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,60 +289,6 @@ mod tests {
             }
         }
         y
-    }
-
-    /// The portable kernel gives an f64 product's result, and each kernel this CPU can run the
-    /// portable kernel's, for every dtype and for
-    /// row counts that exercise every row path: AVX2's 2- and 1-row, AVX-512's 6-row and its 1- to
-    /// 5-row remainders (16 = 6 + 6 + 4).
-    #[test]
-    fn every_kernel_matches_the_portable_one() {
-        fn check<T: Weight>(w: &[T]) {
-            let k = w.len() / TILE;
-            for rows in [1, 2, 3, 5, 7, 16] {
-                let xs: Vec<f32> = (0..rows * k)
-                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
-                    .collect();
-                let mut want = vec![0f32; rows * TILE];
-                tile_portable(w, &xs, rows, k, &mut want);
-                // The portable kernel itself against an f64 product (a tile is `[k][TILE]`, the
-                // reference's `[k][n]` with n = TILE): on every CPU, this assertion runs.
-                let wide: Vec<f32> = w.iter().map(|v| v.widen()).collect();
-                let exact = reference(&xs, rows, &wide, k, TILE, &[0.0; TILE]);
-                let mut kernels: Vec<(&str, Vec<f32>, &[f32])> = Vec::new();
-                kernels.push(("portable", want.clone(), &exact));
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if simd::available() {
-                        let mut got = vec![0f32; rows * TILE];
-                        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-                        unsafe { simd::tile(w, &xs, rows, k, &mut got) };
-                        kernels.push(("avx2", got, &want));
-                    }
-                    if avx512::available() {
-                        let mut got = vec![0f32; rows * TILE];
-                        // SAFETY: the CPU has AVX-512F (checked just above).
-                        unsafe { avx512::tile(w, &xs, rows, k, &mut got) };
-                        kernels.push(("avx512", got, &want));
-                    }
-                }
-                for (name, got, want) in kernels {
-                    let worst = got
-                        .iter()
-                        .zip(want)
-                        .map(|(g, w)| (g - w).abs())
-                        .fold(0f32, f32::max);
-                    assert!(worst < 1e-4, "{name}, {rows} rows: {worst}");
-                }
-            }
-        }
-        let k = 41;
-        let w: Vec<f32> = (0..k * TILE)
-            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 997.0)
-            .collect();
-        check(&w);
-        check(&w.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>());
-        check(&w.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>());
     }
 
     #[test]
@@ -629,12 +308,12 @@ mod tests {
             .collect();
         let f32s: Vec<u8> = w.iter().flat_map(|&v| v.to_le_bytes()).collect();
         let cases = [
-            (Stored::F32, &f32s, None, 1e-4),
-            (Stored::F16, &f16s, None, 1e-4),
-            (Stored::BF16, &bf16s, None, 1e-4),
+            (ElementType::F32, &f32s, None, 1e-4),
+            (ElementType::F16, &f16s, None, 1e-4),
+            (ElementType::BF16, &bf16s, None, 1e-4),
             // Quantized: against the dequantized weights, within the activations' q8_0 rounding.
-            (Stored::F32, &f32s, Some(Format::Q8_0), 0.05),
-            (Stored::F16, &f16s, Some(Format::Q4_0), 0.05),
+            (ElementType::F32, &f32s, Some(Format::Q8_0), 0.05),
+            (ElementType::F16, &f16s, Some(Format::Q4_0), 0.05),
         ];
         for (dtype, bytes, quantize, tolerance) in cases {
             let source = Source {
@@ -645,7 +324,7 @@ mod tests {
                 output_rows: false,
                 done: &|_| {},
             };
-            let lin = HostLinear::new(&source, Some(b.clone()), quantize);
+            let lin = Linear::new(&source, Some(b.clone()), quantize);
             // The weights the layer holds, read back column by column (the embedding gather).
             let mut exact = vec![0f32; k * n];
             let mut column = vec![0f32; k];
@@ -669,7 +348,7 @@ mod tests {
                     transposed[to..to + size].copy_from_slice(&bytes[from..from + size]);
                 }
             }
-            let flipped = HostLinear::new(
+            let flipped = Linear::new(
                 &Source {
                     bytes: &transposed,
                     output_rows: true,

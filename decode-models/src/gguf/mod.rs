@@ -1,15 +1,13 @@
-//! Reading GPT-2 GGUF files, as llama.cpp's `convert_hf_to_gguf.py` (and `llama-quantize`)
-//! write them.
+//! The GGUF container, as llama.cpp's `convert_hf_to_gguf.py` (and `llama-quantize`) write it:
+//! header, metadata, tensor infos. It knows the format, not the architectures: [`gpt2`] maps a
+//! GPT-2 file's metadata and tensors onto [`crate::Gpt2Config`] and HuggingFace's names, and
+//! [`GgufFile::bpe`] builds the tokenizer its metadata describes.
 //!
 //! [`GgufFile::open`] reads the header, the metadata and the tensor infos, never the tensor data,
 //! and checks everything it reads: a hostile file gets an [`Error`] with a one-line message, never
 //! a panic, a hang or an allocation larger than the file itself (every count and length is checked
 //! against the bytes left in the file before anything is allocated for it, sizes are computed with
 //! checked arithmetic, and every tensor's data must lie inside the file).
-//!
-//! Then [`GgufFile::gpt2_config`] maps the `gpt2.*` metadata to a [`Gpt2Config`],
-//! [`GgufFile::gpt2_tensors`] checks every tensor against it and names it as HuggingFace does, and
-//! [`GgufFile::tokenizer`] builds the byte-level BPE from the `tokenizer.ggml.*` metadata.
 //!
 //! The format (versions 2 and 3, little-endian): the magic `GGUF`, a u32 version, a u64 tensor
 //! count and a u64 metadata count; the metadata (a string key, a u32 value type, the value); the
@@ -26,12 +24,10 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use decode_core::{Error, Result};
-use tokenizers::AddedToken;
-use tokenizers::models::bpe::{BPE, Merges, Vocab};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+pub use decode_kernels::ElementType;
 
-use crate::config::Activation;
-use crate::{Gpt2Config, Tokenizer};
+pub mod gpt2;
+mod tokenizer;
 
 /// Alignment of the data section and of every tensor in it when `general.alignment` is absent.
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -137,73 +133,28 @@ impl Value {
     }
 }
 
-/// The ggml tensor types this reader accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgmlType {
-    /// 32-bit float (type 0).
-    F32,
-    /// IEEE half (type 1).
-    F16,
-    /// bfloat16 (type 30).
-    BF16,
-    /// Blocks of 32 values: an f16 scale `d`, then 32 i8 `q`; value = `d·q` (type 8, 34 bytes).
-    Q8_0,
-    /// Blocks of 32 values: an f16 scale `d`, then 16 bytes whose low nibbles are values 0..16 and
-    /// high nibbles values 16..32; value = `d·(nibble − 8)` (type 2, 18 bytes).
-    Q4_0,
+/// The element type stored under ggml's type number `id`, or else the name of what that number
+/// is (for a message): the types this reader accepts are F32 (0), F16 (1), BF16 (30), Q8_0 (8)
+/// and Q4_0 (2).
+pub fn element_type(id: u32) -> std::result::Result<ElementType, String> {
+    Ok(match id {
+        0 => ElementType::F32,
+        1 => ElementType::F16,
+        30 => ElementType::BF16,
+        8 => ElementType::Q8_0,
+        2 => ElementType::Q4_0,
+        other => return Err(ggml_type_name(other)),
+    })
 }
 
-impl GgmlType {
-    /// The type for ggml's type number, or else the name of what that number is (for a message).
-    fn from_id(id: u32) -> std::result::Result<Self, String> {
-        Ok(match id {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            30 => GgmlType::BF16,
-            8 => GgmlType::Q8_0,
-            2 => GgmlType::Q4_0,
-            other => return Err(ggml_type_name(other)),
-        })
-    }
-
-    /// ggml's number for this type.
-    pub fn id(self) -> u32 {
-        match self {
-            GgmlType::F32 => 0,
-            GgmlType::F16 => 1,
-            GgmlType::BF16 => 30,
-            GgmlType::Q8_0 => 8,
-            GgmlType::Q4_0 => 2,
-        }
-    }
-
-    /// ggml's name for this type (`F32`, `Q8_0`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            GgmlType::F32 => "F32",
-            GgmlType::F16 => "F16",
-            GgmlType::BF16 => "BF16",
-            GgmlType::Q8_0 => "Q8_0",
-            GgmlType::Q4_0 => "Q4_0",
-        }
-    }
-
-    /// Values per block: 32 for the quantized types, 1 for the float ones.
-    pub fn block_values(self) -> u64 {
-        match self {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q8_0 | GgmlType::Q4_0 => 32,
-        }
-    }
-
-    /// Bytes per block.
-    pub fn block_bytes(self) -> u64 {
-        match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 | GgmlType::BF16 => 2,
-            GgmlType::Q8_0 => 2 + 32,
-            GgmlType::Q4_0 => 2 + 16,
-        }
+/// ggml's number for an element type (ggml.h's `ggml_type`).
+pub fn ggml_type_id(element_type: ElementType) -> u32 {
+    match element_type {
+        ElementType::F32 => 0,
+        ElementType::F16 => 1,
+        ElementType::BF16 => 30,
+        ElementType::Q8_0 => 8,
+        ElementType::Q4_0 => 2,
     }
 }
 
@@ -256,7 +207,7 @@ pub struct GgufTensor {
     /// row-major shape is these reversed (see [`GgufTensor::shape`]). Each at least 1.
     pub dims: Vec<usize>,
     /// How the values are stored.
-    pub ggml_type: GgmlType,
+    pub element_type: ElementType,
     /// Where the data starts, from the start of the file.
     pub offset: u64,
     /// How many bytes the data takes.
@@ -434,205 +385,12 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The GPT-2 configuration the metadata describes, validated.
-    ///
-    /// `general.architecture` must be `gpt2`. The sizes come from `gpt2.context_length`,
-    /// `gpt2.embedding_length`, `gpt2.feed_forward_length` (4 × the embedding length when absent,
-    /// as in transformers), `gpt2.attention.head_count`, `gpt2.block_count` and
-    /// `gpt2.attention.layer_norm_epsilon`; the vocabulary size is that of `token_embd.weight`
-    /// (the model's, which may be padded past the tokenizer's); the LM head is tied unless the
-    /// file has an `output.weight`; bos and eos are `tokenizer.ggml.bos_token_id` and
-    /// `tokenizer.ggml.eos_token_id`. What llama.cpp's GPT-2 fixes rather than stores is fixed
-    /// here the same way: the tanh GELU, attention scaled by 1/√head_dim only.
-    pub fn gpt2_config(&self) -> Result<Gpt2Config> {
-        self.require_gpt2()?;
-        let n_embd = self.usize_key("gpt2.embedding_length")?;
-        let n_inner = match self.metadata("gpt2.feed_forward_length") {
-            Some(_) => self.usize_key("gpt2.feed_forward_length")?,
-            None => n_embd.saturating_mul(4),
-        };
-        let embd = self
-            .tensor("token_embd.weight")
-            .ok_or_else(|| self.error("missing tensor token_embd.weight"))?;
-        let &[_, vocab_size] = embd.dims.as_slice() else {
-            return Err(Error::Shape(format!(
-                "{}: tensor token_embd.weight has ggml dims {:?}; a token embedding has two",
-                self.path.display(),
-                embd.dims
-            )));
-        };
-        let config = Gpt2Config {
-            vocab_size,
-            n_positions: self.usize_key("gpt2.context_length")?,
-            n_embd,
-            n_layer: self.usize_key("gpt2.block_count")?,
-            n_head: self.usize_key("gpt2.attention.head_count")?,
-            n_inner,
-            // llama.cpp's GPT-2 graph uses ggml_gelu, the tanh approximation (HF's gelu_new).
-            activation: Activation::GeluTanh,
-            layer_norm_epsilon: self.epsilon("gpt2.attention.layer_norm_epsilon")?,
-            // llama.cpp scales GPT-2's attention scores by 1/√head_dim, and by nothing else.
-            scale_attn_weights: true,
-            scale_attn_by_inverse_layer_idx: false,
-            tie_word_embeddings: self.tensor("output.weight").is_none(),
-            bos_token_id: self.token_id_key("tokenizer.ggml.bos_token_id")?,
-            eos_token_ids: self
-                .token_id_key("tokenizer.ggml.eos_token_id")?
-                .into_iter()
-                .collect(),
-        };
-        config.validate().map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("{}: {m}", self.path.display())),
-            other => other,
-        })?;
-        Ok(config)
-    }
-
-    /// The GPT-2 tensors of this file for `config`, each under its HuggingFace name (the names
-    /// and order of [`crate::weights::expected_shapes`], `transformer.` prefix omitted), with the
-    /// GGUF tensor that holds it and whether it is stored transposed relative to HuggingFace.
-    ///
-    /// `convert_hf_to_gguf.py` transposes GPT-2's four `Conv1D` weights per block
-    /// (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`, HF shape `[in, out]`), so GGUF
-    /// stores them row-major as `[out][in]` (ggml dims `[in, out]`, equal to the HF shape): those
-    /// entries are marked `true`. Everything else is stored as in HF (`true` never applies to a
-    /// vector): `wte`, `wpe` and `lm_head` row-major `[rows][n_embd]` (ggml dims reversed from
-    /// the HF shape).
-    ///
-    /// Every tensor's dimensions are checked against `config`; a missing tensor, one that is not
-    /// part of a GPT-2 of this config, or one of the wrong shape is an error naming it. An
-    /// `output.weight` is ignored when `config` ties the LM head (as HF ignores `lm_head.weight`).
-    pub fn gpt2_tensors(&self, config: &Gpt2Config) -> Result<Vec<(String, &GgufTensor, bool)>> {
-        // Bounds the sizes below, so none overflows.
-        config.validate()?;
-        let expected: Vec<Expected> = crate::weights::expected_shapes(config)
-            .into_iter()
-            .map(|(hf, shape)| Expected::new(hf, shape))
-            .collect();
-        let by_gguf: HashMap<&str, &Expected> =
-            expected.iter().map(|e| (e.gguf.as_str(), e)).collect();
-        for tensor in &self.tensors {
-            if config.tie_word_embeddings && tensor.name == "output.weight" {
-                continue;
-            }
-            let Some(e) = by_gguf.get(tensor.name.as_str()) else {
-                return Err(self.error(format!(
-                    "unexpected tensor {} (not part of a GPT-2 with this config)",
-                    tensor.name
-                )));
-            };
-            if tensor.dims != e.dims {
-                return Err(Error::Shape(format!(
-                    "{}: tensor {} ({}) has ggml dims {:?} but the config implies {:?}",
-                    self.path.display(),
-                    tensor.name,
-                    e.hf,
-                    tensor.dims,
-                    e.dims
-                )));
-            }
-        }
-        expected
-            .iter()
-            .map(|e| match self.tensor(&e.gguf) {
-                Some(t) => Ok((e.hf.clone(), t, e.transposed)),
-                None => Err(self.error(format!("missing tensor {} ({})", e.gguf, e.hf))),
-            })
-            .collect()
-    }
-
-    /// The tokenizer the metadata describes: GPT-2's byte-level BPE (no prefix space) from
-    /// `tokenizer.ggml.tokens` (the id of a token is its index) and `tokenizer.ggml.merges`
-    /// (`"left right"`, highest priority first). Tokens of type CONTROL (3) in
-    /// `tokenizer.ggml.token_type`, and the eos token, are special (matched whole in text, like
-    /// `<|endoftext|>`); tokens of type USER_DEFINED (4) are added tokens, matched whole too.
-    ///
-    /// `tokenizer.ggml.model` must be `gpt2`, and `tokenizer.ggml.pre`, when present, must name
-    /// GPT-2's own pre-tokenizer (`gpt-2`): another split regex would give other ids than
-    /// llama.cpp gives for the same file.
-    pub fn tokenizer(&self) -> Result<Tokenizer> {
-        let model = self.string_key("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::Unsupported(format!(
-                "{}: tokenizer.ggml.model is \"{model}\"; decode reads byte-level BPE (gpt2) \
-                 tokenizers",
-                self.path.display()
-            )));
-        }
-        if self.metadata("tokenizer.ggml.pre").is_some() {
-            let pre = self.string_key("tokenizer.ggml.pre")?;
-            if !matches!(pre, "gpt-2" | "gpt2") {
-                return Err(Error::Unsupported(format!(
-                    "{}: tokenizer.ggml.pre is \"{pre}\"; decode splits text as GPT-2 does \
-                     (gpt-2), which would give other tokens than this file's pre-tokenizer",
-                    self.path.display()
-                )));
-            }
-        }
-        let tokens = self.string_array("tokenizer.ggml.tokens")?;
-        if tokens.is_empty() {
-            return Err(self.error("tokenizer.ggml.tokens is empty"));
-        }
-        let types = self.token_types(tokens.len())?;
-        let mut vocab = Vocab::default();
-        for (id, token) in tokens.iter().enumerate() {
-            // At most the file's size in tokens; ids must still fit a u32.
-            let id = u32::try_from(id)
-                .map_err(|_| self.error("tokenizer.ggml.tokens holds more than 2^32 tokens"))?;
-            if vocab.insert(token.to_string(), id).is_some() {
-                return Err(self.error(format!(
-                    "tokenizer.ggml.tokens holds {token:?} twice (the second time as id {id})"
-                )));
-            }
-        }
-        let merges = self.merges()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| self.error(format!("cannot build BPE from the tokens and merges: {e}")))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
-        inner.with_decoder(Some(ByteLevel::default()));
-
-        let eos = self.token_id_key("tokenizer.ggml.eos_token_id")?;
-        let mut special = Vec::new();
-        let mut added = Vec::new();
-        for (id, token) in tokens.iter().enumerate() {
-            let is_eos = eos.is_some_and(|e| e as usize == id);
-            match types.get(id) {
-                _ if is_eos => special.push(AddedToken::from(token.to_string(), true)),
-                Some(&3) => special.push(AddedToken::from(token.to_string(), true)),
-                Some(&4) => added.push(AddedToken::from(token.to_string(), false)),
-                _ => {}
-            }
-        }
-        // The tokens are in the vocabulary already, so they keep their ids.
-        inner
-            .add_special_tokens(special)
-            .map_err(|e| Error::Tokenizer(format!("cannot add the special tokens: {e}")))?;
-        inner
-            .add_tokens(added)
-            .map_err(|e| Error::Tokenizer(format!("cannot add the user-defined tokens: {e}")))?;
-        Ok(Tokenizer::from_bpe(inner))
-    }
-
     /// An [`Error::Format`] for this file.
-    fn error(&self, message: impl Into<String>) -> Error {
+    pub(crate) fn error(&self, message: impl Into<String>) -> Error {
         Error::format(&self.path, message)
     }
 
-    fn require_gpt2(&self) -> Result<()> {
-        let arch = self.string_key("general.architecture")?;
-        if arch != "gpt2" {
-            return Err(Error::Unsupported(format!(
-                "{}: general.architecture is \"{arch}\"; decode reads GPT-2 (gpt2) GGUF files",
-                self.path.display()
-            )));
-        }
-        Ok(())
-    }
-
-    fn string_key(&self, key: &str) -> Result<&str> {
+    pub(crate) fn string_key(&self, key: &str) -> Result<&str> {
         match self.metadata(key) {
             None => Err(self.error(format!("missing metadata {key}"))),
             Some(v) => v.as_str().ok_or_else(|| {
@@ -645,7 +403,7 @@ impl GgufFile {
     }
 
     /// A required non-negative integer that fits a usize.
-    fn usize_key(&self, key: &str) -> Result<usize> {
+    pub(crate) fn usize_key(&self, key: &str) -> Result<usize> {
         let v = self
             .metadata(key)
             .ok_or_else(|| self.error(format!("missing metadata {key}")))?;
@@ -655,7 +413,7 @@ impl GgufFile {
     }
 
     /// An optional token id (a non-negative integer that fits a u32).
-    fn token_id_key(&self, key: &str) -> Result<Option<u32>> {
+    pub(crate) fn token_id_key(&self, key: &str) -> Result<Option<u32>> {
         let Some(v) = self.metadata(key) else {
             return Ok(None);
         };
@@ -666,7 +424,7 @@ impl GgufFile {
     }
 
     /// A required epsilon, widened to f64.
-    fn epsilon(&self, key: &str) -> Result<f64> {
+    pub(crate) fn epsilon(&self, key: &str) -> Result<f64> {
         match self.metadata(key) {
             None => Err(self.error(format!("missing metadata {key}"))),
             Some(Value::F32(x)) => Ok(f32_to_f64_as_written(*x)),
@@ -679,7 +437,7 @@ impl GgufFile {
     }
 
     /// A required array of strings.
-    fn string_array(&self, key: &str) -> Result<Vec<&str>> {
+    pub(crate) fn string_array(&self, key: &str) -> Result<Vec<&str>> {
         let v = self
             .metadata(key)
             .ok_or_else(|| self.error(format!("missing metadata {key}")))?;
@@ -702,60 +460,6 @@ impl GgufFile {
             })
             .collect()
     }
-
-    /// `tokenizer.ggml.token_type` (one integer a token), or nothing when absent.
-    fn token_types(&self, n_tokens: usize) -> Result<Vec<i64>> {
-        const KEY: &str = "tokenizer.ggml.token_type";
-        let Some(v) = self.metadata(KEY) else {
-            return Ok(Vec::new());
-        };
-        let items = v.as_array().ok_or_else(|| {
-            self.error(format!(
-                "metadata {KEY} is a {}, not an array",
-                v.type_name()
-            ))
-        })?;
-        if items.len() != n_tokens {
-            return Err(self.error(format!(
-                "{KEY} has {} entries but tokenizer.ggml.tokens has {n_tokens}",
-                items.len()
-            )));
-        }
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match *item {
-                Value::I32(t) => Ok(t.into()),
-                ref other => other
-                    .as_u64()
-                    .and_then(|t| i64::try_from(t).ok())
-                    .ok_or_else(|| {
-                        self.error(format!(
-                            "element {i} of {KEY} is {other:?}, not a token type"
-                        ))
-                    }),
-            })
-            .collect()
-    }
-
-    /// `tokenizer.ggml.merges`: `"left right"` pairs, highest priority first.
-    fn merges(&self) -> Result<Merges> {
-        const KEY: &str = "tokenizer.ggml.merges";
-        self.string_array(KEY)?
-            .into_iter()
-            .enumerate()
-            .map(
-                |(i, merge)| match merge.split(' ').collect::<Vec<_>>()[..] {
-                    [left, right] if !left.is_empty() && !right.is_empty() => {
-                        Ok((left.to_string(), right.to_string()))
-                    }
-                    _ => Err(self.error(format!(
-                        "merge {i} of {KEY} ({merge:?}) is not two tokens separated by a space"
-                    ))),
-                },
-            )
-            .collect()
-    }
 }
 
 /// llama.cpp stores `layer_norm_epsilon` as an f32, so HF's 1e-5 arrives as 9.99999974738e-06;
@@ -763,70 +467,8 @@ impl GgufFile {
 /// `config.json` describes. The writer meant a decimal, and the shortest decimal that reads back
 /// as this f32 (what `Display` prints) is that decimal whenever it had at most ~7 significant
 /// digits, as every real epsilon has; parsed as an f64, it is the HF value exactly.
-fn f32_to_f64_as_written(x: f32) -> f64 {
+pub(crate) fn f32_to_f64_as_written(x: f32) -> f64 {
     format!("{x}").parse().unwrap_or(f64::from(x))
-}
-
-/// What [`GgufFile::gpt2_tensors`] expects of one tensor.
-struct Expected {
-    /// HF name, without `transformer.`.
-    hf: String,
-    /// GGUF name.
-    gguf: String,
-    /// The ggml dims it must have.
-    dims: Vec<usize>,
-    /// Stored transposed relative to HF (the four Conv1D weights of a block).
-    transposed: bool,
-}
-
-impl Expected {
-    fn new(hf: String, hf_shape: Vec<usize>) -> Self {
-        let (gguf, transposed) = gguf_name(&hf);
-        // ggml dims are the row-major shape reversed. The Conv1D weights were transposed before
-        // they were written, which reverses the HF shape once more: their dims are the HF shape.
-        let dims = if transposed {
-            hf_shape
-        } else {
-            hf_shape.into_iter().rev().collect()
-        };
-        Expected {
-            hf,
-            gguf,
-            dims,
-            transposed,
-        }
-    }
-}
-
-/// The GGUF name of the HF tensor `hf` (llama.cpp's gguf-py tensor map for GPT-2), and whether
-/// `convert_hf_to_gguf.py` transposes it.
-fn gguf_name(hf: &str) -> (String, bool) {
-    match hf {
-        "wte.weight" => return ("token_embd.weight".into(), false),
-        "wpe.weight" => return ("position_embd.weight".into(), false),
-        "lm_head.weight" => return ("output.weight".into(), false),
-        _ => {}
-    }
-    if let Some(kind) = hf.strip_prefix("ln_f.") {
-        return (format!("output_norm.{kind}"), false);
-    }
-    // `h.{layer}.{module}.{weight|bias}`; expected_shapes names nothing else.
-    let rest = hf.strip_prefix("h.").unwrap_or(hf);
-    let (layer, rest) = rest.split_once('.').unwrap_or(("", rest));
-    let (module, kind) = rest.rsplit_once('.').unwrap_or((rest, ""));
-    let (gguf_module, conv1d) = match module {
-        "ln_1" => ("attn_norm", false),
-        "attn.c_attn" => ("attn_qkv", true),
-        "attn.c_proj" => ("attn_output", true),
-        "ln_2" => ("ffn_norm", false),
-        "mlp.c_fc" => ("ffn_up", true),
-        "mlp.c_proj" => ("ffn_down", true),
-        other => (other, false),
-    };
-    (
-        format!("blk.{layer}.{gguf_module}.{kind}"),
-        conv1d && kind == "weight",
-    )
 }
 
 /// `general.alignment`, checked, or the default.
@@ -891,7 +533,7 @@ fn read_metadata(r: &mut Reader<'_>, count: u64) -> Result<Metadata> {
 struct TensorInfo {
     name: String,
     dims: Vec<usize>,
-    ggml_type: GgmlType,
+    element_type: ElementType,
     /// From the start of the data section.
     relative_offset: u64,
     bytes: u64,
@@ -914,17 +556,17 @@ fn read_tensor_info(r: &mut Reader<'_>, i: u64) -> Result<TensorInfo> {
     }
     let type_id = r.u32(&format!("the type of tensor {name}"))?;
     let relative_offset = r.u64(&format!("the offset of tensor {name}"))?;
-    let ggml_type = GgmlType::from_id(type_id).map_err(|type_name| {
+    let element_type = element_type(type_id).map_err(|type_name| {
         r.error(format!(
             "tensor {name} is {type_name}; decode reads F32, F16, BF16, Q8_0 and Q4_0 \
              (requantize with llama-quantize --pure)"
         ))
     })?;
-    let (dims, bytes) = tensor_size(&name, &raw_dims, ggml_type).map_err(|m| r.error(m))?;
+    let (dims, bytes) = tensor_size(&name, &raw_dims, element_type).map_err(|m| r.error(m))?;
     Ok(TensorInfo {
         name,
         dims,
-        ggml_type,
+        element_type,
         relative_offset,
         bytes,
     })
@@ -935,7 +577,7 @@ fn read_tensor_info(r: &mut Reader<'_>, i: u64) -> Result<TensorInfo> {
 fn tensor_size(
     name: &str,
     raw_dims: &[u64],
-    ggml_type: GgmlType,
+    element_type: ElementType,
 ) -> std::result::Result<(Vec<usize>, u64), String> {
     if raw_dims.contains(&0) {
         return Err(format!("tensor {name} has a zero dimension: {raw_dims:?}"));
@@ -945,16 +587,16 @@ fn tensor_size(
         .try_fold(1u64, |n, &d| n.checked_mul(d))
         .filter(|&n| usize::try_from(n).is_ok())
         .ok_or_else(|| format!("tensor {name}'s dimensions {raw_dims:?} overflow"))?;
-    let block = ggml_type.block_values();
+    let block = element_type.block_values() as u64;
     if !raw_dims[0].is_multiple_of(block) {
         return Err(format!(
             "tensor {name} is {} but its rows of {} values are not whole blocks of {block}",
-            ggml_type.name(),
+            element_type.name(),
             raw_dims[0]
         ));
     }
     let bytes = (values / block)
-        .checked_mul(ggml_type.block_bytes())
+        .checked_mul(element_type.block_bytes() as u64)
         .ok_or_else(|| format!("tensor {name}'s size in bytes overflows"))?;
     // Every dim fits a usize: their product does.
     let dims = raw_dims.iter().map(|&d| d as usize).collect();
@@ -985,7 +627,7 @@ fn place_tensor(
         (Some(start), Some(end)) if end <= file_len => Ok(GgufTensor {
             name: info.name,
             dims: info.dims,
-            ggml_type: info.ggml_type,
+            element_type: info.element_type,
             offset: start,
             bytes: info.bytes,
         }),
@@ -1014,7 +656,7 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn error(&self, message: impl Into<String>) -> Error {
+    pub(crate) fn error(&self, message: impl Into<String>) -> Error {
         Error::format(self.path, message)
     }
 
@@ -1188,19 +830,19 @@ mod tests {
     #[test]
     fn type_sizes_follow_ggml() {
         for (ty, id, values, bytes) in [
-            (GgmlType::F32, 0, 1, 4),
-            (GgmlType::F16, 1, 1, 2),
-            (GgmlType::BF16, 30, 1, 2),
-            (GgmlType::Q8_0, 8, 32, 34),
-            (GgmlType::Q4_0, 2, 32, 18),
+            (ElementType::F32, 0, 1, 4),
+            (ElementType::F16, 1, 1, 2),
+            (ElementType::BF16, 30, 1, 2),
+            (ElementType::Q8_0, 8, 32, 34),
+            (ElementType::Q4_0, 2, 32, 18),
         ] {
-            assert_eq!(GgmlType::from_id(id), Ok(ty));
-            assert_eq!(ty.id(), id);
+            assert_eq!(element_type(id), Ok(ty));
+            assert_eq!(ggml_type_id(ty), id);
             assert_eq!((ty.block_values(), ty.block_bytes()), (values, bytes));
         }
-        assert_eq!(GgmlType::from_id(14), Err("Q6_K".to_string()));
+        assert_eq!(element_type(14), Err("Q6_K".to_string()));
         assert_eq!(
-            GgmlType::from_id(999),
+            element_type(999),
             Err("of unknown ggml type 999".to_string())
         );
     }
@@ -1208,61 +850,23 @@ mod tests {
     #[test]
     fn tensor_sizes_are_checked() {
         assert_eq!(
-            tensor_size("t", &[64, 3], GgmlType::Q8_0),
+            tensor_size("t", &[64, 3], ElementType::Q8_0),
             Ok((vec![64, 3], 2 * 3 * 34))
         );
         assert_eq!(
-            tensor_size("t", &[64, 3], GgmlType::Q4_0).unwrap().1,
+            tensor_size("t", &[64, 3], ElementType::Q4_0).unwrap().1,
             2 * 3 * 18
         );
-        assert_eq!(tensor_size("t", &[5, 3], GgmlType::F16).unwrap().1, 30);
-        let err = tensor_size("t", &[48, 3], GgmlType::Q4_0).unwrap_err();
+        assert_eq!(tensor_size("t", &[5, 3], ElementType::F16).unwrap().1, 30);
+        let err = tensor_size("t", &[48, 3], ElementType::Q4_0).unwrap_err();
         assert!(err.contains("not whole blocks of 32"), "{err}");
-        let err = tensor_size("t", &[1 << 40, 1 << 40], GgmlType::F32).unwrap_err();
+        let err = tensor_size("t", &[1 << 40, 1 << 40], ElementType::F32).unwrap_err();
         assert!(err.contains("overflow"), "{err}");
         // The values fit but the bytes do not.
-        let err = tensor_size("t", &[1 << 62], GgmlType::F32).unwrap_err();
+        let err = tensor_size("t", &[1 << 62], ElementType::F32).unwrap_err();
         assert!(err.contains("overflow"), "{err}");
-        let err = tensor_size("t", &[4, 0], GgmlType::F32).unwrap_err();
+        let err = tensor_size("t", &[4, 0], ElementType::F32).unwrap_err();
         assert!(err.contains("zero dimension"), "{err}");
-    }
-
-    #[test]
-    fn names_map_as_llama_cpp_writes_them() {
-        for (hf, gguf, transposed) in [
-            ("wte.weight", "token_embd.weight", false),
-            ("wpe.weight", "position_embd.weight", false),
-            ("ln_f.bias", "output_norm.bias", false),
-            ("lm_head.weight", "output.weight", false),
-            ("h.3.ln_1.weight", "blk.3.attn_norm.weight", false),
-            ("h.3.attn.c_attn.weight", "blk.3.attn_qkv.weight", true),
-            ("h.3.attn.c_attn.bias", "blk.3.attn_qkv.bias", false),
-            ("h.3.attn.c_proj.weight", "blk.3.attn_output.weight", true),
-            ("h.10.ln_2.bias", "blk.10.ffn_norm.bias", false),
-            ("h.0.mlp.c_fc.weight", "blk.0.ffn_up.weight", true),
-            ("h.0.mlp.c_proj.weight", "blk.0.ffn_down.weight", true),
-            ("h.0.mlp.c_proj.bias", "blk.0.ffn_down.bias", false),
-        ] {
-            assert_eq!(gguf_name(hf), (gguf.to_string(), transposed), "{hf}");
-        }
-        // Every name expected_shapes gives maps to a distinct GGUF name.
-        let names: std::collections::HashSet<String> =
-            crate::weights::expected_shapes(&Gpt2Config::gpt2_small())
-                .into_iter()
-                .map(|(hf, _)| gguf_name(&hf).0)
-                .collect();
-        assert_eq!(names.len(), 4 + 12 * 12);
-    }
-
-    #[test]
-    fn expected_dims_follow_the_stored_layout() {
-        let e = Expected::new("wte.weight".into(), vec![50257, 768]);
-        assert_eq!(e.dims, vec![768, 50257]);
-        let e = Expected::new("h.0.attn.c_attn.weight".into(), vec![768, 2304]);
-        assert_eq!(e.dims, vec![768, 2304]);
-        assert!(e.transposed);
-        let e = Expected::new("h.0.attn.c_attn.bias".into(), vec![2304]);
-        assert_eq!(e.dims, vec![2304]);
     }
 
     #[test]

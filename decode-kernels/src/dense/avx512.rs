@@ -1,0 +1,96 @@
+//! The float tile on AVX-512F: a row's 64 accumulators are 4 registers, so up to 6 rows share
+//! each weight load (of the 32 registers, 24 hold the accumulators, 4 the weights and the rest
+//! the broadcasts); a remainder of 1 to 5 rows runs as one narrower pass.
+
+use std::any::TypeId;
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::avx2::prefetch_ahead;
+use super::{TILE, Weight};
+
+/// Whether the AVX-512 kernel can run here (the tests ask; the dispatch goes by `cpu::level`).
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// Sixteen weights widened to f32.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F; `p` points to sixteen readable values of `T`.
+#[inline(always)]
+unsafe fn load16<T: Weight>(p: *const T) -> __m512 {
+    unsafe {
+        if TypeId::of::<T>() == TypeId::of::<f32>() {
+            _mm512_loadu_ps(p as *const f32)
+        } else if TypeId::of::<T>() == TypeId::of::<f16>() {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+        } else {
+            debug_assert_eq!(TypeId::of::<T>(), TypeId::of::<bf16>());
+            let halves = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+            _mm512_castsi512_ps(_mm512_slli_epi32(halves, 16))
+        }
+    }
+}
+
+/// `R` rows of the tile: `out[r][..TILE] = Σ_k x[r][k] · w[k][..TILE]`, `x` rows `k` apart.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F; `w` holds `k × TILE` values, `x` `R` rows `k` apart and `out` room for
+/// `R × TILE` ([`tile`] checked the slices they come from).
+#[inline(always)]
+unsafe fn rows<T: Weight, const R: usize>(w: *const T, x: *const f32, k: usize, out: *mut f32) {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); TILE / 16]; R];
+        for kk in 0..k {
+            let row = w.add(kk * TILE);
+            prefetch_ahead(row);
+            let v = [
+                load16(row),
+                load16(row.add(16)),
+                load16(row.add(32)),
+                load16(row.add(48)),
+            ];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let s = _mm512_set1_ps(*x.add(r * k + kk));
+                for (a, &v) in acc.iter_mut().zip(&v) {
+                    *a = _mm512_fmadd_ps(s, v, *a);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (j, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.add(r * TILE + j * 16), *a);
+            }
+        }
+    }
+}
+
+/// The tile, six rows at a time, then the remaining 1 to 5 rows in one pass.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F ([`available`]). The slices' lengths are checked.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+    assert!(w.len() >= k * TILE && xs.len() >= rows * k && out.len() >= rows * TILE);
+    unsafe {
+        let (w, x, o) = (w.as_ptr(), xs.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        while i + 6 <= rows {
+            self::rows::<T, 6>(w, x.add(i * k), k, o.add(i * TILE));
+            i += 6;
+        }
+        match rows - i {
+            5 => self::rows::<T, 5>(w, x.add(i * k), k, o.add(i * TILE)),
+            4 => self::rows::<T, 4>(w, x.add(i * k), k, o.add(i * TILE)),
+            3 => self::rows::<T, 3>(w, x.add(i * k), k, o.add(i * TILE)),
+            2 => self::rows::<T, 2>(w, x.add(i * k), k, o.add(i * TILE)),
+            1 => self::rows::<T, 1>(w, x.add(i * k), k, o.add(i * TILE)),
+            _ => {}
+        }
+    }
+}
