@@ -14,6 +14,8 @@
 //! The crates underneath, for those who compose their own:
 //! - [`core`] (`decode-core`): the contracts: [`LanguageModel`](core::LanguageModel), the
 //!   [`Cache`](core::Cache) trait, [`GenerationConfig`], errors;
+//! - [`kernels`] (`decode-kernels`): the CPU kernels any model uses (tiles, q8_0/q4_0 products,
+//!   norms, activations, rotary embeddings, attention over a cache);
 //! - [`models`] (`decode-models`): GPT-2 on burn, its KV cache, checkpoint loading, the tokenizer,
 //!   backends;
 //! - [`samplers`] (`decode-samplers`): from logits to tokens, and the generation
@@ -26,6 +28,7 @@ pub mod embedded;
 mod generator;
 
 pub use decode_core as core;
+pub use decode_kernels as kernels;
 pub use decode_models as models;
 pub use decode_samplers as samplers;
 
