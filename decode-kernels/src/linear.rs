@@ -83,7 +83,7 @@ enum Layout {
 fn tiled<T: Weight>(source: &Source, from: impl Fn(&[u8]) -> T) -> Vec<T> {
     let (k, n) = (source.inputs, source.outputs);
     let size = std::mem::size_of::<T>();
-    let mut out = vec![T::default(); n.div_ceil(TILE) * k * TILE];
+    let mut out = T::zeroed(n.div_ceil(TILE) * k * TILE);
     if source.output_rows {
         for_each_row(source, k, |j, row| {
             let (t, c) = (j / TILE, j % TILE);

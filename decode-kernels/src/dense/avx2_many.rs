@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::avx2::load8;
-use super::{TILE, Weight};
+use super::{TILE, Weight, groups};
 
 /// Inputs per block: `KC × TILE` f32 weights (32 KiB) stay in L1 while every row group uses
 /// them.
@@ -35,17 +35,6 @@ const ROWS: usize = 6;
 const VECS: usize = 2;
 /// Columns per micro-kernel.
 const STRIP: usize = 8 * VECS;
-
-/// `rows` split into `rows.div_ceil(max)` groups of near-equal size (each `max` or fewer
-/// rows): `(first row, rows in the group)`.
-pub(super) fn groups(rows: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
-    let n = rows.div_ceil(max);
-    let (base, extra) = (
-        rows.checked_div(n).unwrap_or(0),
-        rows.checked_rem(n).unwrap_or(0),
-    );
-    (0..n).map(move |g| (g * base + g.min(extra), base + usize::from(g < extra)))
-}
 
 /// A block of widened weights, `[KC][TILE]` f32, cache-line aligned.
 #[repr(C, align(64))]
@@ -244,7 +233,7 @@ pub unsafe fn tile_many<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, o
 mod tests {
     use half::{bf16, f16};
 
-    use super::super::{tile_portable, tile_with};
+    use super::super::{groups, tile_portable, tile_with};
     use super::*;
     use crate::cpu::Simd;
 

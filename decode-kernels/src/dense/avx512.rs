@@ -35,19 +35,44 @@ unsafe fn load16<T: Weight>(p: *const T) -> __m512 {
     }
 }
 
-/// `R` rows of the tile: `out[r][..TILE] = Σ_k x[r][k] · w[k][..TILE]`, `x` rows `k` apart.
+/// Inputs per block when several row groups share the tile: `KC × TILE` weights (16 KiB of
+/// f32) stay in L1 while every group uses them.
+const KC: usize = 64;
+
+/// `R` rows of inputs `kk0..kk0 + kc` of the tile: `out[r][..TILE] (+)= Σ_kk x[r][kk] ·
+/// w[kk][..TILE]`, `x` rows `k` apart (`add`: onto what `out` holds; `prefetch`: this group
+/// asks for the weights ahead, as only the first group over a block needs to).
 ///
 /// # Safety
 ///
 /// The CPU has AVX-512F; `w` holds `k × TILE` values, `x` `R` rows `k` apart and `out` room for
-/// `R × TILE` ([`tile`] checked the slices they come from).
+/// `R × TILE` ([`tile`] checked the slices they come from), and `kk0 + kc ≤ k`.
 #[inline(always)]
-unsafe fn rows<T: Weight, const R: usize>(w: *const T, x: *const f32, k: usize, out: *mut f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows<T: Weight, const R: usize>(
+    w: *const T,
+    x: *const f32,
+    k: usize,
+    kk0: usize,
+    kc: usize,
+    out: *mut f32,
+    add: bool,
+    prefetch: bool,
+) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); TILE / 16]; R];
-        for kk in 0..k {
+        if add {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(out.add(r * TILE + j * 16));
+                }
+            }
+        }
+        for kk in kk0..kk0 + kc {
             let row = w.add(kk * TILE);
-            prefetch_ahead(row);
+            if prefetch {
+                prefetch_ahead(row);
+            }
             let v = [
                 load16(row),
                 load16(row.add(16)),
@@ -69,7 +94,11 @@ unsafe fn rows<T: Weight, const R: usize>(w: *const T, x: *const f32, k: usize, 
     }
 }
 
-/// The tile, six rows at a time, then the remaining 1 to 5 rows in one pass.
+/// The tile. Up to six rows run as one group over all the inputs (each weight load feeding every
+/// row). More rows split into near-equal groups of at most six (8 = 4 + 4), and the inputs into
+/// blocks of [`KC`] that every group uses while the block is in L1: the weights then stream
+/// from memory at an even pace, once, instead of in a burst for the first group while the
+/// others compute from cache.
 ///
 /// # Safety
 ///
@@ -77,20 +106,26 @@ unsafe fn rows<T: Weight, const R: usize>(w: *const T, x: *const f32, k: usize, 
 #[target_feature(enable = "avx512f")]
 pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
     assert!(w.len() >= k * TILE && xs.len() >= rows * k && out.len() >= rows * TILE);
-    unsafe {
-        let (w, x, o) = (w.as_ptr(), xs.as_ptr(), out.as_mut_ptr());
-        let mut i = 0;
-        while i + 6 <= rows {
-            self::rows::<T, 6>(w, x.add(i * k), k, o.add(i * TILE));
-            i += 6;
-        }
-        match rows - i {
-            5 => self::rows::<T, 5>(w, x.add(i * k), k, o.add(i * TILE)),
-            4 => self::rows::<T, 4>(w, x.add(i * k), k, o.add(i * TILE)),
-            3 => self::rows::<T, 3>(w, x.add(i * k), k, o.add(i * TILE)),
-            2 => self::rows::<T, 2>(w, x.add(i * k), k, o.add(i * TILE)),
-            1 => self::rows::<T, 1>(w, x.add(i * k), k, o.add(i * TILE)),
-            _ => {}
+    let (w, x, o) = (w.as_ptr(), xs.as_ptr(), out.as_mut_ptr());
+    let kc = if rows <= 6 { k.max(1) } else { KC };
+    for kk0 in (0..k.max(1)).step_by(kc) {
+        let kc = kc.min(k - kk0);
+        let add = kk0 > 0;
+        for (g, (i, n)) in super::groups(rows, 6).enumerate() {
+            let (x, o) = (x.wrapping_add(i * k), o.wrapping_add(i * TILE));
+            let prefetch = g == 0;
+            // SAFETY: rows `i..i + n` and inputs `kk0..kk0 + kc` lie inside the checked slices.
+            unsafe {
+                match n {
+                    1 => self::rows::<T, 1>(w, x, k, kk0, kc, o, add, prefetch),
+                    2 => self::rows::<T, 2>(w, x, k, kk0, kc, o, add, prefetch),
+                    3 => self::rows::<T, 3>(w, x, k, kk0, kc, o, add, prefetch),
+                    4 => self::rows::<T, 4>(w, x, k, kk0, kc, o, add, prefetch),
+                    5 => self::rows::<T, 5>(w, x, k, kk0, kc, o, add, prefetch),
+                    6 => self::rows::<T, 6>(w, x, k, kk0, kc, o, add, prefetch),
+                    _ => unreachable!("row groups have 1 to 6 rows"),
+                }
+            }
         }
     }
 }

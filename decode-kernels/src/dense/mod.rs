@@ -24,6 +24,17 @@ pub const TILE: usize = 64;
 /// f32, and f16 is flat from 2 to 6 KiB).
 const PREFETCH_ROWS: usize = 48;
 
+/// `rows` split into `rows.div_ceil(max)` groups of near-equal size (each `max` or fewer
+/// rows): `(first row, rows in the group)`.
+pub(crate) fn groups(rows: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let n = rows.div_ceil(max);
+    let (base, extra) = (
+        rows.checked_div(n).unwrap_or(0),
+        rows.checked_rem(n).unwrap_or(0),
+    );
+    (0..n).map(move |g| (g * base + g.min(extra), base + usize::from(g < extra)))
+}
+
 /// Keeps [`Weight`] to the three types the SIMD kernels know how to load (they dispatch on the
 /// type's `TypeId`, and would misread any other).
 mod sealed {
@@ -38,11 +49,20 @@ mod sealed {
 pub trait Weight: sealed::Sealed + Copy + Send + Sync + Default + 'static {
     /// The value as f32.
     fn widen(self) -> f32;
+
+    /// `n` zeros, from zeroed memory: the pages are mapped as they are first written, so laying
+    /// out a matrix while its source pages are released never holds two whole copies
+    /// (`vec![f16::ZERO; n]` writes every element up front).
+    fn zeroed(n: usize) -> Vec<Self>;
 }
 
 impl Weight for f32 {
     fn widen(self) -> f32 {
         self
+    }
+
+    fn zeroed(n: usize) -> Vec<Self> {
+        vec![0.0; n]
     }
 }
 
@@ -50,12 +70,31 @@ impl Weight for f16 {
     fn widen(self) -> f32 {
         self.to_f32()
     }
+
+    fn zeroed(n: usize) -> Vec<Self> {
+        halves(n, f16::from_bits)
+    }
 }
 
 impl Weight for bf16 {
     fn widen(self) -> f32 {
         self.to_f32()
     }
+
+    fn zeroed(n: usize) -> Vec<Self> {
+        halves(n, bf16::from_bits)
+    }
+}
+
+/// `n` zero halves (`T` is f16 or bf16, whose zero is all-zero bits).
+fn halves<T>(n: usize, _from_bits: fn(u16) -> T) -> Vec<T> {
+    assert!(size_of::<T>() == 2 && align_of::<T>() == 2);
+    let mut bits = std::mem::ManuallyDrop::new(vec![0u16; n]);
+    let (ptr, len, capacity) = (bits.as_mut_ptr(), bits.len(), bits.capacity());
+    // SAFETY: `T` is f16 or bf16, `repr(transparent)` over u16 (size and alignment checked
+    // above), so the allocation is valid for `T` with the same length and capacity, and all-zero
+    // bits are `T`'s +0.
+    unsafe { Vec::from_raw_parts(ptr.cast::<T>(), len, capacity) }
 }
 
 /// One tile: `out[i][j] = Σ_k xs[i][k] · w[k][j]` for `rows` rows, `w` being `[k][TILE]` and
@@ -134,13 +173,13 @@ mod tests {
 
     /// The portable kernel gives an f64 product's result, and each kernel this CPU can run the
     /// portable kernel's, for every dtype and for
-    /// row counts that exercise every row path: AVX2's 2- and 1-row, AVX-512's 6-row and its 1- to
-    /// 5-row remainders (16 = 6 + 6 + 4).
+    /// row counts that exercise every row path: AVX2's 2- and 1-row, AVX-512's groups of 1 to 6
+    /// rows (7 = 4 + 3, 13 = 5 + 4 + 4, 16 = 6 + 5 + 5), over one block of inputs and several.
     #[test]
     fn every_kernel_matches_the_portable_one() {
         fn check<T: Weight>(w: &[T]) {
             let k = w.len() / TILE;
-            for rows in [1, 2, 3, 5, 7, 16] {
+            for rows in [1, 2, 3, 5, 7, 8, 13, 16] {
                 let xs: Vec<f32> = (0..rows * k)
                     .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
                     .collect();
@@ -185,12 +224,14 @@ mod tests {
                 }
             }
         }
-        let k = 41;
-        let w: Vec<f32> = (0..k * TILE)
-            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 997.0)
-            .collect();
-        check(&w);
-        check(&w.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>());
-        check(&w.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>());
+        // 41 inputs: one block; 200: AVX-512's blocks of 64 inputs, the last one partial.
+        for k in [41, 200] {
+            let w: Vec<f32> = (0..k * TILE)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 997.0)
+                .collect();
+            check(&w);
+            check(&w.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>());
+            check(&w.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>());
+        }
     }
 }
