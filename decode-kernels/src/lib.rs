@@ -12,7 +12,8 @@
 //!   embeddings.
 //! - [`attention`]: causal (grouped-query) attention over a KV cache in host memory.
 //! - [`cpu`]: which SIMD level runs (`DECODE_SIMD` caps it) and the thread pool
-//!   (`RAYON_NUM_THREADS`, checked); [`scratch`]: a reused per-thread buffer.
+//!   (`RAYON_NUM_THREADS`, checked); [`scratch`]: a reused per-thread buffer; [`memory`]:
+//!   zeroed weight buffers on huge pages.
 //!
 //! Every kernel has a portable reference, and the tests run each SIMD path the machine has
 //! against it.
@@ -23,6 +24,7 @@ pub mod cpu;
 pub mod dense;
 pub mod element;
 pub mod linear;
+pub mod memory;
 pub mod norm;
 pub mod quant;
 pub mod rope;

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::dense::{self, TILE, Weight};
 use crate::element::ElementType;
+use crate::memory::Buffer;
 use crate::quant::{self, BLOCK, Format, Kernel, QuantMatrix, QuantRows};
 use crate::scratch::with_scratch;
 
@@ -72,15 +73,15 @@ fn for_each_row(source: &Source, row_width: usize, mut row: impl FnMut(usize, &[
 #[derive(Debug, Clone, PartialEq)]
 enum Layout {
     /// `[tiles][inputs][TILE]` (the last tile zero-padded), in the stored float type.
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
+    F32(Buffer<f32>),
+    F16(Buffer<f16>),
+    BF16(Buffer<bf16>),
     /// Blocks along the inputs, one row per output.
     Quant(QuantMatrix),
 }
 
 /// Lays out float weights as tiles, reading the source once in its own order.
-fn tiled<T: Weight>(source: &Source, from: impl Fn(&[u8]) -> T) -> Vec<T> {
+fn tiled<T: Weight>(source: &Source, from: impl Fn(&[u8]) -> T) -> Buffer<T> {
     let (k, n) = (source.inputs, source.outputs);
     let size = std::mem::size_of::<T>();
     let mut out = T::zeroed(n.div_ceil(TILE) * k * TILE);

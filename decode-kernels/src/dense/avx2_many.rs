@@ -1,18 +1,17 @@
 //! The tile product for many rows (a prompt, a batch, a speculative verify) on AVX2 CPUs without
 //! AVX-512: compute-bound, so written for the FMA units rather than for the weight stream.
 //!
-//! The AVX2 kernel of [`super::avx2`] keeps a row's 64 accumulators in registers: two rows are 16
-//! accumulators, which with the weights and broadcasts do not fit AVX2's 16 registers, so it
-//! spills and runs at about a third of the FMA peak whatever the row count. Here the tile is cut
-//! into blocks of `KC` inputs (32 KiB of f32, which stays in L1 while every row group uses it;
-//! the first group asks for the next block ahead), f16/bf16 blocks are widened once into an f32
-//! scratch block, and a register-blocked micro-kernel sweeps the rows: up to 6 rows × 16 columns
-//! (12 accumulators, each weight load feeding 6 FMAs), the tile in 4 column strips. Measured
-//! (`tile_many_timing`): about 97% of the FMA peak from 16 rows; from 4 rows 2.5–3× `linear`'s
-//! kernel for f32 and 1.2–1.7× for f16 (rising with the rows), so [`super::tile`] calls [`tile_many`]
-//! from 4 rows on AVX2, where it wins for every dtype. Rows are split into groups of near-equal
-//! size (32 rows: 6+6+5+5+5+5, not 6·5 + 2), so no pass runs with too few accumulators to hide
-//! the FMA latency.
+//! The AVX2 kernel of [`super::avx2`] keeps a row's 64 accumulators in registers, two rows
+//! sharing each weight load: the weights stream once, but at about a third of the FMA peak.
+//! Here the tile is cut into blocks of `KC` inputs (32 KiB of f32, which stays in L1 while every
+//! row group uses it; the first group asks for the next block ahead), f16/bf16 blocks are widened
+//! once into an f32 scratch block, and a register-blocked micro-kernel sweeps the rows: up to 6
+//! rows × 16 columns (12 accumulators, each weight load feeding 6 FMAs), the tile in 4 column
+//! strips. Measured (`tile_many_timing`): about 97% of the FMA peak from 16 rows on Zen 5, and
+//! on Zen 3 1.3–1.7× [`super::avx2`]'s kernel from 32 rows; there it loses to it on passes that
+//! stream the weights from memory (up to 16 rows), so [`super::tile`] calls [`tile_many`] from
+//! `AVX2_MANY_ROWS` rows. Rows are split into groups of near-equal size (32 rows:
+//! 6+6+5+5+5+5, not 6·5 + 2), so no pass runs with too few accumulators to hide the FMA latency.
 //!
 //! There is no AVX-512 kernel here: [`super::avx512`]'s (6 rows × 64 columns, 24 of the 32 registers
 //! holding accumulators) already reaches the FMA peak, and a blocked AVX-512 version of this

@@ -5,6 +5,7 @@ use half::f16;
 
 use super::{BLOCK, Format, round_half_away};
 use crate::cpu::{self, Simd};
+use crate::memory::Buffer;
 
 /// Outputs per panel: the SIMD kernels compute sixteen outputs at once, one per 32-bit lane of a
 /// 512-bit vector (two 256-bit halves of eight with AVX2).
@@ -31,9 +32,9 @@ pub struct QuantMatrix {
     /// Inputs rounded up to a whole block (the padding weights are zero).
     pub(crate) padded: usize,
     /// `[panels][padded / 32][PANEL · value_bytes / 64]`.
-    quants: Vec<Line>,
+    quants: Buffer<Line>,
     /// `[panels][padded / 32][PANEL]`.
-    pub(crate) scales: Vec<f16>,
+    pub(crate) scales: Buffer<f16>,
 }
 
 impl QuantMatrix {
@@ -46,8 +47,9 @@ impl QuantMatrix {
             format,
             outputs,
             padded,
-            quants: vec![Line([0; 64]); blocks * format.value_bytes() * PANEL / 64],
-            scales: vec![f16::ZERO; blocks * PANEL],
+            // SAFETY: zero bits are a valid `Line` (bytes) and f16 (+0).
+            quants: unsafe { Buffer::zeroed(blocks * format.value_bytes() * PANEL / 64) },
+            scales: unsafe { Buffer::zeroed(blocks * PANEL) },
         }
     }
 

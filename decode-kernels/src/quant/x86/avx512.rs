@@ -21,7 +21,12 @@ const PREFETCH_BLOCKS: usize = 8;
 /// The CPU has AVX-512F, BW and VNNI; `job`'s bounds were checked by [`crate::quant::product`],
 /// and the panels and rows named lie inside them.
 #[inline(always)]
-unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(job: &Job, p0: usize, r0: usize) {
+unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(
+    job: &Job,
+    p0: usize,
+    r0: usize,
+    prefetch: bool,
+) {
     unsafe {
         let w = job.w;
         let blocks = w.padded / BLOCK;
@@ -32,7 +37,12 @@ unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(job: &Job, p0:
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         // One row streams at memory speed on the hardware prefetcher alone (measured: asking
         // for more only slows it); several rows compute long enough per line to fall behind.
-        let ahead = if R > 1 { PREFETCH_BLOCKS } else { 0 };
+        // Of several groups over the same panels, only the first asks (the rest read cache).
+        let ahead = if R > 1 && prefetch {
+            PREFETCH_BLOCKS
+        } else {
+            0
+        };
         for b in 0..blocks {
             if ahead > 0 {
                 for p in 0..P {
@@ -113,32 +123,12 @@ unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(job: &Job, p0:
     }
 }
 
-/// Every row of panels `p0..p0 + P`, `G` (≤ 4) at a time.
-///
-/// # Safety
-///
-/// As [`tile512`]'s.
-#[inline(always)]
-unsafe fn rows512<const G: usize, const P: usize, const Q4: bool>(job: &Job, p0: usize) {
-    unsafe {
-        let mut r = 0;
-        while r + G <= job.rows {
-            tile512::<G, P, Q4>(job, p0, r);
-            r += G;
-        }
-        match job.rows - r {
-            1 => tile512::<1, P, Q4>(job, p0, r),
-            2 => tile512::<2, P, Q4>(job, p0, r),
-            3 => tile512::<3, P, Q4>(job, p0, r),
-            _ => {}
-        }
-    }
-}
-
 /// One row: a panel at a time, one stream for the hardware prefetcher (measured: two or four
-/// panels at once, four streams, read memory 10–40% slower). Several rows: four rows × two
-/// panels, sixteen accumulators, each weight load feeding four `dpbusd` (measured best of
-/// 4×1, 6×1, 8×1 and 4×2 in cache and from memory).
+/// panels at once, four streams, read memory 10–40% slower). Several rows: still a panel at a
+/// time (one stream, prefetched ahead through the panels that follow), all of them in one group
+/// up to eight rows (each weight load feeding every row's `dpbusd`: the weights stream once, at
+/// an even pace), more in near-equal groups of at most eight over the panel, which the later
+/// groups read from cache.
 ///
 /// # Safety
 ///
@@ -146,19 +136,26 @@ unsafe fn rows512<const G: usize, const P: usize, const Q4: bool>(job: &Job, p0:
 #[inline(always)]
 unsafe fn run512<const Q4: bool>(job: &Job) {
     unsafe {
-        let (mut p, end) = job.panels();
-        if job.rows == 1 {
-            for p in p..end {
-                tile512::<1, 1, Q4>(job, p, 0);
+        let (first, end) = job.panels();
+        for p in first..end {
+            if job.rows == 1 {
+                tile512::<1, 1, Q4>(job, p, 0, false);
+                continue;
             }
-            return;
-        }
-        while p + 2 <= end {
-            rows512::<4, 2, Q4>(job, p);
-            p += 2;
-        }
-        if p < end {
-            rows512::<4, 1, Q4>(job, p);
+            for (g, (r, n)) in crate::dense::groups(job.rows, 8).enumerate() {
+                let prefetch = g == 0;
+                match n {
+                    1 => tile512::<1, 1, Q4>(job, p, r, prefetch),
+                    2 => tile512::<2, 1, Q4>(job, p, r, prefetch),
+                    3 => tile512::<3, 1, Q4>(job, p, r, prefetch),
+                    4 => tile512::<4, 1, Q4>(job, p, r, prefetch),
+                    5 => tile512::<5, 1, Q4>(job, p, r, prefetch),
+                    6 => tile512::<6, 1, Q4>(job, p, r, prefetch),
+                    7 => tile512::<7, 1, Q4>(job, p, r, prefetch),
+                    8 => tile512::<8, 1, Q4>(job, p, r, prefetch),
+                    _ => unreachable!("row groups have 1 to 8 rows"),
+                }
+            }
         }
     }
 }
