@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetch and build llama.cpp (the copy vendored in llama-cpp-python 0.3.36), and convert HF GPT-2
+# Fetch and build llama.cpp (the copy vendored in llama-cpp-python 0.3.36; needs cmake, e.g. from
+# `pip install cmake`), and convert HF GPT-2
 # folders to GGUF with it: the llama.cpp side of decode's side-by-side comparisons.
 #
 # Why: decode is compared with llama.cpp on the same models (speed: llama-bench /
@@ -36,13 +37,14 @@ fetch() {
     [[ -f $SRC/CMakeLists.txt ]] && return
     mkdir -p "$WORK/sdist"
     local tgz=$WORK/sdist/llama_cpp_python-$VERSION.tar.gz
-    [[ -f $tgz ]] || pip download --no-binary :all: --no-deps "llama-cpp-python==$VERSION" \
+    [[ -f $tgz ]] || pip download --no-binary llama-cpp-python --no-deps "llama-cpp-python==$VERSION" \
         -d "$WORK/sdist"
     tar -xzf "$tgz" -C "$WORK"
 }
 
 build() {  # build DIR CMAKE_ARGS...
     local dir=$1; shift
+    command -v cmake >/dev/null || { echo "llama.cpp builds with cmake: pip install cmake" >&2; exit 1; }
     local t missing=0
     for t in "${TARGETS[@]}"; do [[ -x $SRC/$dir/bin/$t ]] || missing=1; done
     [[ $missing == 0 ]] && return
