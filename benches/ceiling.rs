@@ -89,7 +89,7 @@ fn sum_lanes(chunk: &[f32]) -> f32 {
 /// system grants them), then written.
 fn probe_buffer(bytes: usize) -> Buffer<f32> {
     // SAFETY: zero bits are a valid f32.
-    let mut buffer = unsafe { Buffer::<f32>::zeroed(bytes / 4) };
+    let mut buffer = unsafe { Buffer::<f32>::zeroed(bytes / 4, "the probe") }.expect("memory");
     buffer.fill(0.5);
     buffer
 }

@@ -15,6 +15,8 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::dense::{self, TILE, Weight};
+use decode_core::{Error, Result};
+
 use crate::element::ElementType;
 use crate::memory::Buffer;
 use crate::quant::{self, BLOCK, Format, Kernel, QuantMatrix, QuantRows};
@@ -83,10 +85,18 @@ enum Layout {
 }
 
 /// Lays out float weights as tiles, reading the source once in its own order.
-fn tiled<T: Weight>(source: &Source, from: impl Fn(&[u8]) -> T) -> Buffer<T> {
+fn tiled<T: Weight>(source: &Source, from: impl Fn(&[u8]) -> T) -> Result<Buffer<T>> {
     let (k, n) = (source.inputs, source.outputs);
     let size = std::mem::size_of::<T>();
-    let mut out = T::zeroed(n.div_ceil(TILE) * k * TILE);
+    let values = k
+        .checked_mul(TILE)
+        .and_then(|row| n.div_ceil(TILE).checked_mul(row))
+        .ok_or_else(|| {
+            Error::OutOfMemory(format!(
+                "a {n} × {k} weight matrix is larger than memory can address"
+            ))
+        })?;
+    let mut out = T::zeroed(values, &format!("a {n} × {k} weight matrix"))?;
     if source.output_rows {
         for_each_row(source, k, |j, row| {
             let (t, c) = (j / TILE, j % TILE);
@@ -102,13 +112,13 @@ fn tiled<T: Weight>(source: &Source, from: impl Fn(&[u8]) -> T) -> Buffer<T> {
             }
         });
     }
-    out
+    Ok(out)
 }
 
 /// Quantizes or copies the source's values into blocks.
-fn quantized(source: &Source, format: Format) -> QuantMatrix {
+fn quantized(source: &Source, format: Format) -> Result<QuantMatrix> {
     let (k, n) = (source.inputs, source.outputs);
-    let mut m = QuantMatrix::zeroed(format, n, k);
+    let mut m = QuantMatrix::zeroed(format, n, k)?;
     if source.dtype.format().is_some() {
         for_each_row(source, k, |j, row| m.set_gguf_row(j, row));
     } else if source.output_rows {
@@ -144,7 +154,7 @@ fn quantized(source: &Source, format: Format) -> QuantMatrix {
             flush(&band, filled, k / BLOCK, &mut m);
         }
     }
-    m
+    Ok(m)
 }
 
 /// `y = x · W + b` on the host.
@@ -159,26 +169,27 @@ pub struct Linear {
 impl Linear {
     /// Lays out `source` for the kernels: float weights as tiles in their stored type, or as
     /// `quantize`'s blocks; quantized weights as they are (`quantize` must then be `None` or
-    /// their own format: the caller checks).
-    pub fn new(source: &Source, bias: Option<Vec<f32>>, quantize: Option<Format>) -> Self {
+    /// their own format: the caller checks). Memory the system refuses for the layout is
+    /// [`Error::OutOfMemory`].
+    pub fn new(source: &Source, bias: Option<Vec<f32>>, quantize: Option<Format>) -> Result<Self> {
         let layout = match (source.dtype.format().or(quantize), source.dtype) {
-            (Some(format), _) => Layout::Quant(quantized(source, format)),
+            (Some(format), _) => Layout::Quant(quantized(source, format)?),
             (None, ElementType::F16) => {
-                Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]])))
+                Layout::F16(tiled(source, |b| f16::from_le_bytes([b[0], b[1]]))?)
             }
             (None, ElementType::BF16) => {
-                Layout::BF16(tiled(source, |b| bf16::from_le_bytes([b[0], b[1]])))
+                Layout::BF16(tiled(source, |b| bf16::from_le_bytes([b[0], b[1]]))?)
             }
             (None, _) => Layout::F32(tiled(source, |b| {
                 f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-            })),
+            })?),
         };
-        Linear {
+        Ok(Linear {
             inputs: source.inputs,
             outputs: source.outputs,
             layout,
             bias,
-        }
+        })
     }
 
     /// The format of quantized weights whose f16 block scale is not finite (weights too large
@@ -327,7 +338,7 @@ mod tests {
                 output_rows: false,
                 done: &|_| {},
             };
-            let lin = Linear::new(&source, Some(b.clone()), quantize);
+            let lin = Linear::new(&source, Some(b.clone()), quantize).unwrap();
             // The weights the layer holds, read back column by column (the embedding gather).
             let mut exact = vec![0f32; k * n];
             let mut column = vec![0f32; k];
@@ -359,7 +370,8 @@ mod tests {
                 },
                 Some(b.clone()),
                 quantize,
-            );
+            )
+            .unwrap();
             for m in [1, 2, 3, 8, 9, 17] {
                 let x: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 31 % 17) as f32 - 8.0) / 7.0)

@@ -14,6 +14,8 @@ use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
+use decode_core::{Error, Result};
+
 /// The huge page size the mappings are aligned to (x86-64's and most aarch64 kernels').
 const HUGE: usize = 2 << 20;
 
@@ -23,6 +25,8 @@ const HUGE: usize = 2 << 20;
 pub struct Buffer<T: Copy> {
     ptr: NonNull<T>,
     len: usize,
+    /// The values' layout (their size and `T`'s alignment).
+    layout: Layout,
     /// Where the mapping starts and its length in bytes; `None`: from the global allocator.
     mapping: Option<(NonNull<u8>, usize)>,
 }
@@ -33,37 +37,52 @@ unsafe impl<T: Copy + Send> Send for Buffer<T> {}
 unsafe impl<T: Copy + Sync> Sync for Buffer<T> {}
 
 impl<T: Copy> Buffer<T> {
-    /// `len` values whose bits are all zero.
+    /// `len` values whose bits are all zero; `what` names them in the error. Too many values to
+    /// address, or memory the system refuses, is [`Error::OutOfMemory`] (not an abort, as a
+    /// `Vec`'s would be).
     ///
     /// # Safety
     ///
     /// All-zero bits must be a valid `T` (f32, f16, bf16, integers, arrays of them).
+    pub unsafe fn zeroed(len: usize, what: &str) -> Result<Self> {
+        let refused = |bytes: Option<usize>| {
+            let size = match bytes {
+                Some(b) => format!("{b} bytes"),
+                None => format!("{len} values of {} bytes", size_of::<T>()),
+            };
+            Error::OutOfMemory(format!("{size} for {what}: the system refused them"))
+        };
+        let layout = Layout::array::<T>(len).map_err(|_| refused(None))?;
+        // SAFETY: the caller's promise.
+        unsafe { Self::allocate(len, layout) }.ok_or_else(|| refused(Some(layout.size())))
+    }
+
+    /// The allocation itself: `None` when the system refuses it.
     ///
-    /// # Panics
+    /// # Safety
     ///
-    /// When `len` values of `T` overflow `isize`; allocation failure aborts, as a `Vec`'s does.
-    pub unsafe fn zeroed(len: usize) -> Self {
-        let layout = Layout::array::<T>(len)
-            .unwrap_or_else(|_| panic!("{len} values overflow an allocation"));
+    /// As [`Buffer::zeroed`]'s; `layout` is `len` values of `T`.
+    unsafe fn allocate(len: usize, layout: Layout) -> Option<Self> {
         if layout.size() == 0 {
-            return Buffer {
+            return Some(Buffer {
                 ptr: NonNull::dangling(),
                 len,
+                layout,
                 mapping: None,
-            };
+            });
         }
         #[cfg(target_os = "linux")]
         if layout.size() >= HUGE {
             return Self::mapped(len, layout);
         }
         // SAFETY: the layout has a non-zero size (checked above).
-        let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout));
-        Buffer {
+        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }.cast::<T>())?;
+        Some(Buffer {
             ptr,
             len,
+            layout,
             mapping: None,
-        }
+        })
     }
 
     /// Maps `layout.size()` bytes plus a huge page of slack, starts the values at the first
@@ -71,11 +90,8 @@ impl<T: Copy> Buffer<T> {
     /// stays on small pages: no memory beyond the values is touched). Fresh anonymous pages are
     /// zero.
     #[cfg(target_os = "linux")]
-    fn mapped(len: usize, layout: Layout) -> Self {
-        let size = layout
-            .size()
-            .checked_add(HUGE)
-            .unwrap_or_else(|| handle_alloc_error(layout));
+    fn mapped(len: usize, layout: Layout) -> Option<Self> {
+        let size = layout.size().checked_add(HUGE)?;
         // SAFETY: an anonymous private mapping of `size` bytes at an address the kernel picks.
         let base = unsafe {
             libc::mmap(
@@ -88,7 +104,7 @@ impl<T: Copy> Buffer<T> {
             )
         };
         if base == libc::MAP_FAILED {
-            handle_alloc_error(layout);
+            return None;
         }
         let start = (base as usize).next_multiple_of(HUGE);
         let whole = layout.size() / HUGE * HUGE;
@@ -96,14 +112,15 @@ impl<T: Copy> Buffer<T> {
         // advice changes how its pages are backed, never their contents. A refusal (a kernel
         // without THP) is harmless and ignored.
         unsafe { libc::madvise(start as *mut libc::c_void, whole, libc::MADV_HUGEPAGE) };
-        Buffer {
+        Some(Buffer {
             // SAFETY: `start` is inside a successful mapping, so not null; huge-page aligned, so
             // aligned for `T` (whose alignment is at most a page).
             ptr: unsafe { NonNull::new_unchecked(start as *mut T) },
             len,
+            layout,
             // SAFETY: `base` is a successful mapping, not null.
             mapping: Some((unsafe { NonNull::new_unchecked(base.cast()) }, size)),
-        }
+        })
     }
 }
 
@@ -118,10 +135,9 @@ impl<T: Copy> Drop for Buffer<T> {
             #[cfg(not(target_os = "linux"))]
             Some(_) => unreachable!("mappings are made on Linux only"),
             None => {
-                let layout = Layout::array::<T>(self.len).expect("checked when allocated");
-                if layout.size() > 0 {
+                if self.layout.size() > 0 {
                     // SAFETY: allocated by the global allocator with this layout.
-                    unsafe { dealloc(self.ptr.as_ptr().cast(), layout) };
+                    unsafe { dealloc(self.ptr.as_ptr().cast(), self.layout) };
                 }
             }
         }
@@ -145,10 +161,12 @@ impl<T: Copy> DerefMut for Buffer<T> {
 }
 
 impl<T: Copy> Clone for Buffer<T> {
+    /// A copy; memory the system refuses aborts, as a `Vec`'s clone does.
     fn clone(&self) -> Self {
         // SAFETY: the zero bits are never read as `T`s: every value is copied over them first,
         // through raw pointers (no slice of the zeroed values is made).
-        let copy = unsafe { Self::zeroed(self.len) };
+        let copy = unsafe { Self::allocate(self.len, self.layout) }
+            .unwrap_or_else(|| handle_alloc_error(self.layout));
         // SAFETY: both hold `len` values and are distinct allocations.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), copy.ptr.as_ptr(), self.len) };
         copy
@@ -178,13 +196,30 @@ mod tests {
     fn zeroed_buffers_are_zero_of_every_size() {
         for n in [0, 1, 1000, 3 << 20] {
             // SAFETY: zero bits are a valid f32 and u16.
-            let (a, mut b) = unsafe { (Buffer::<f32>::zeroed(n), Buffer::<u16>::zeroed(n)) };
+            let (a, mut b) = unsafe {
+                (
+                    Buffer::<f32>::zeroed(n, "a").unwrap(),
+                    Buffer::<u16>::zeroed(n, "b").unwrap(),
+                )
+            };
             assert_eq!((a.len(), b.len()), (n, n));
             assert!(a.iter().all(|&v| v == 0.0) && b.iter().all(|&v| v == 0));
             b.iter_mut().enumerate().for_each(|(i, v)| *v = i as u16);
             let c = b.clone();
             assert!(c == b && c.iter().enumerate().all(|(i, &v)| v == i as u16));
         }
+    }
+
+    /// More values than an allocation can address are an error naming them, not a panic.
+    #[test]
+    fn impossible_sizes_are_errors() {
+        // SAFETY: zero bits are a valid u64.
+        let err = unsafe { Buffer::<u64>::zeroed(usize::MAX / 4, "the test's weights") }
+            .expect_err("refused");
+        assert!(
+            matches!(&err, Error::OutOfMemory(m) if m.contains("the test's weights")),
+            "{err}"
+        );
     }
 
     /// Where the system grants transparent huge pages on advice (`madvise` or `always`), a
@@ -200,7 +235,7 @@ mod tests {
             return;
         }
         // SAFETY: zero bits are a valid u8.
-        let mut v = unsafe { Buffer::<u8>::zeroed(16 << 20) };
+        let mut v = unsafe { Buffer::<u8>::zeroed(16 << 20, "a test").unwrap() };
         v.iter_mut().step_by(4096).for_each(|b| *b = 1);
         let at = v.as_ptr() as usize + (8 << 20);
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps is readable");

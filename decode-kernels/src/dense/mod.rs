@@ -58,8 +58,9 @@ pub trait Weight: sealed::Sealed + Copy + Send + Sync + Default + 'static {
     /// The value as f32.
     fn widen(self) -> f32;
 
-    /// `n` zeros in a [`Buffer`] (pages mapped as they are first written, huge where granted).
-    fn zeroed(n: usize) -> Buffer<Self>;
+    /// `n` zeros in a [`Buffer`] (pages mapped as they are first written, huge where granted);
+    /// `what` names them if the system refuses the memory.
+    fn zeroed(n: usize, what: &str) -> decode_core::Result<Buffer<Self>>;
 }
 
 impl Weight for f32 {
@@ -67,9 +68,9 @@ impl Weight for f32 {
         self
     }
 
-    fn zeroed(n: usize) -> Buffer<Self> {
+    fn zeroed(n: usize, what: &str) -> decode_core::Result<Buffer<Self>> {
         // SAFETY: zero bits are f32's +0.
-        unsafe { Buffer::zeroed(n) }
+        unsafe { Buffer::zeroed(n, what) }
     }
 }
 
@@ -78,9 +79,9 @@ impl Weight for f16 {
         self.to_f32()
     }
 
-    fn zeroed(n: usize) -> Buffer<Self> {
+    fn zeroed(n: usize, what: &str) -> decode_core::Result<Buffer<Self>> {
         // SAFETY: zero bits are f16's +0.
-        unsafe { Buffer::zeroed(n) }
+        unsafe { Buffer::zeroed(n, what) }
     }
 }
 
@@ -89,9 +90,9 @@ impl Weight for bf16 {
         self.to_f32()
     }
 
-    fn zeroed(n: usize) -> Buffer<Self> {
+    fn zeroed(n: usize, what: &str) -> decode_core::Result<Buffer<Self>> {
         // SAFETY: zero bits are bf16's +0.
-        unsafe { Buffer::zeroed(n) }
+        unsafe { Buffer::zeroed(n, what) }
     }
 }
 

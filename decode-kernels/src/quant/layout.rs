@@ -39,18 +39,32 @@ pub struct QuantMatrix {
 
 impl QuantMatrix {
     /// A zero matrix of `outputs × inputs`, to be filled with [`QuantMatrix::set_row`],
-    /// [`QuantMatrix::set_block`] or [`QuantMatrix::set_gguf_row`].
-    pub fn zeroed(format: Format, outputs: usize, inputs: usize) -> Self {
+    /// [`QuantMatrix::set_block`] or [`QuantMatrix::set_gguf_row`]. A size past what memory can
+    /// hold, or memory the system refuses, is [`decode_core::Error::OutOfMemory`].
+    pub fn zeroed(format: Format, outputs: usize, inputs: usize) -> decode_core::Result<Self> {
+        let too_large = || {
+            decode_core::Error::OutOfMemory(format!(
+                "a {outputs} × {inputs} {format} matrix is larger than memory can address"
+            ))
+        };
         let padded = inputs.div_ceil(BLOCK) * BLOCK;
-        let blocks = outputs.div_ceil(PANEL) * (padded / BLOCK);
-        QuantMatrix {
+        let blocks = outputs
+            .div_ceil(PANEL)
+            .checked_mul(padded / BLOCK)
+            .ok_or_else(too_large)?;
+        let lines = blocks
+            .checked_mul(format.value_bytes() * PANEL / 64)
+            .ok_or_else(too_large)?;
+        let scales = blocks.checked_mul(PANEL).ok_or_else(too_large)?;
+        let what = format!("a {outputs} × {inputs} {format} matrix");
+        Ok(QuantMatrix {
             format,
             outputs,
             padded,
             // SAFETY: zero bits are a valid `Line` (bytes) and f16 (+0).
-            quants: unsafe { Buffer::zeroed(blocks * format.value_bytes() * PANEL / 64) },
-            scales: unsafe { Buffer::zeroed(blocks * PANEL) },
-        }
+            quants: unsafe { Buffer::zeroed(lines, &what)? },
+            scales: unsafe { Buffer::zeroed(scales, &what)? },
+        })
     }
 
     /// Inputs rounded up to a whole block.

@@ -22,7 +22,7 @@ fn errors_within_test_quantize_fns_bounds() {
     let x = synthetic(n, 0.0);
     let y = synthetic(n, 1.0);
     for format in [Format::Q8_0, Format::Q4_0] {
-        let mut m = QuantMatrix::zeroed(format, 1, n);
+        let mut m = QuantMatrix::zeroed(format, 1, n).unwrap();
         m.set_row(0, &x);
         let mut back = vec![0f32; n];
         m.row_into(0, &mut back);
@@ -110,7 +110,7 @@ fn quantizers_match_ggml_reference_on_known_blocks() {
 }
 
 fn matrix(format: Format, outputs: usize, inputs: usize) -> (QuantMatrix, Vec<f32>) {
-    let mut m = QuantMatrix::zeroed(format, outputs, inputs);
+    let mut m = QuantMatrix::zeroed(format, outputs, inputs).unwrap();
     let mut dense = Vec::with_capacity(outputs * inputs);
     for j in 0..outputs {
         let row = synthetic(inputs, j as f32 * 0.37);
@@ -195,7 +195,7 @@ fn extreme_values_are_exact_in_every_kernel() {
     let (outputs, inputs, rows) = (19, 256, 6);
     for format in [Format::Q8_0, Format::Q4_0] {
         let bytes = format.value_bytes();
-        let mut m = QuantMatrix::zeroed(format, outputs, inputs);
+        let mut m = QuantMatrix::zeroed(format, outputs, inputs).unwrap();
         for j in 0..outputs {
             let mut raw = Vec::new();
             for b in 0..inputs / BLOCK {
@@ -283,7 +283,7 @@ fn products_close_to_the_dequantized_f32_product() {
 #[test]
 fn gguf_blocks_read_back_as_pushed() {
     let (m, _) = matrix(Format::Q4_0, 2, 64);
-    let mut back = QuantMatrix::zeroed(Format::Q4_0, 2, 64);
+    let mut back = QuantMatrix::zeroed(Format::Q4_0, 2, 64).unwrap();
     for j in 0..2 {
         let mut raw = Vec::new();
         for b in 0..2 {
@@ -332,7 +332,7 @@ fn quant_timing() {
     // Streaming from memory: every tile of a matrix larger than the caches, once per pass.
     let (n, k) = (16384, 3072);
     for format in [Format::Q8_0, Format::Q4_0] {
-        let mut m = QuantMatrix::zeroed(format, n, k);
+        let mut m = QuantMatrix::zeroed(format, n, k).unwrap();
         let row = synthetic(k, 0.25);
         for j in 0..n {
             m.set_row(j, &row);

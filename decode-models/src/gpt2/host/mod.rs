@@ -47,7 +47,7 @@ impl Build<'_> {
             let [a, b] = [raw.shape[0], raw.shape[1]];
             let (inputs, outputs) = if raw.transposed { (b, a) } else { (a, b) };
             linear(&raw, inputs, outputs, raw.transposed, Some(bias), quantize)
-        })?;
+        })??;
         finite_scales(&name, layer)
     }
 
@@ -57,7 +57,7 @@ impl Build<'_> {
         let layer = ckpt.take(name, self.progress, |raw| {
             let [vocab, embd] = [raw.shape[0], raw.shape[1]];
             linear(&raw, embd, vocab, true, None, quantize)
-        })?;
+        })??;
         finite_scales(name, layer)
     }
 }
@@ -81,7 +81,7 @@ fn linear(
     output_rows: bool,
     bias: Option<Vec<f32>>,
     quantize: Option<Quantization>,
-) -> Linear {
+) -> Result<Linear> {
     let source = Source {
         bytes: raw.bytes,
         dtype: raw.dtype,
