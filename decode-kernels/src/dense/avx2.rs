@@ -67,10 +67,19 @@ unsafe fn prefetch_rows<T, const HINT: i32>(row: *const T, ahead: usize) {
 /// order, for the first pair.
 const KC: usize = 64;
 
+/// What a pass over a block asks for ahead of its loads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ahead {
+    /// Nothing (the hardware prefetcher, or a block another pair already asked for).
+    Nothing,
+    /// The weights [`PREFETCH_ROWS`] rows ahead into L1 (the tile as one block).
+    Rows,
+    /// The next block into L2, while this block still has every pair's work to do.
+    NextBlock,
+}
+
 /// `R` (1 or 2) rows over a block of `kc` inputs: `out[r][..] (+)= Σ_kk x[r·k + kk] · w[kk][..]`,
-/// adding to `out` when `add` (the previous blocks' sums). `ahead`: 0, no prefetching;
-/// [`PREFETCH_ROWS`], the rows ahead into L1 (the tile in one block); [`KC`], the next block into
-/// L2, requested while this block still has every pair's work to do.
+/// adding to `out` when `add` (the previous blocks' sums).
 ///
 /// # Safety
 ///
@@ -85,7 +94,7 @@ unsafe fn rows<T: Weight, const R: usize>(
     kc: usize,
     out: *mut f32,
     add: bool,
-    ahead: usize,
+    ahead: Ahead,
 ) {
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); TILE / 8]; R];
@@ -99,10 +108,10 @@ unsafe fn rows<T: Weight, const R: usize>(
         for kk in 0..kc {
             let s: [__m256; R] = std::array::from_fn(|r| _mm256_set1_ps(*x.add(r * k + kk)));
             let row = w.add(kk * TILE);
-            if ahead == PREFETCH_ROWS {
-                prefetch_ahead(row);
-            } else if ahead > 0 {
-                prefetch_rows::<T, _MM_HINT_T1>(row, ahead);
+            match ahead {
+                Ahead::Nothing => {}
+                Ahead::Rows => prefetch_ahead(row),
+                Ahead::NextBlock => prefetch_rows::<T, _MM_HINT_T1>(row, KC),
             }
             for j in 0..TILE / 8 {
                 let v = load8(row.add(j * 8));
@@ -140,8 +149,8 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
         // SAFETY: the whole tile as one block, for the rows present.
         unsafe {
             match rows {
-                2 => self::rows::<T, 2>(w, x, k, k, o, false, PREFETCH_ROWS),
-                1 => self::rows::<T, 1>(w, x, k, k, o, false, 0),
+                2 => self::rows::<T, 2>(w, x, k, k, o, false, Ahead::Rows),
+                1 => self::rows::<T, 1>(w, x, k, k, o, false, Ahead::Nothing),
                 _ => {}
             }
         }
@@ -157,13 +166,17 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
             let mut i = 0;
             while i + 2 <= rows {
                 let (x, o) = (x.add(i * k + k0), o.add(i * TILE));
-                let ahead = if i == 0 { KC } else { 0 };
+                let ahead = if i == 0 {
+                    Ahead::NextBlock
+                } else {
+                    Ahead::Nothing
+                };
                 self::rows::<T, 2>(block, x, k, kc, o, add, ahead);
                 i += 2;
             }
             if i < rows {
                 let (x, o) = (x.add(i * k + k0), o.add(i * TILE));
-                self::rows::<T, 1>(block, x, k, kc, o, add, 0);
+                self::rows::<T, 1>(block, x, k, kc, o, add, Ahead::Nothing);
             }
         }
     }
