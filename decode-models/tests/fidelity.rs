@@ -248,9 +248,13 @@ const TOLERANCE_BF16: f32 = 2.5e-1;
 /// stay within the dtype's tolerance of the exact f32 ones (the host path, equal to
 /// transformers' to 1e-4 by the tests above), and the argmax is transformers' token wherever the
 /// exact top two are further apart than twice that tolerance (closer calls may flip in f16, as
-/// they do in PyTorch). Returns `(dtype, worst |Δ|, steps checked, close calls skipped)`.
+/// they do in PyTorch). Every `every`-th greedy case runs (all with 1). Returns `(dtype, worst
+/// |Δ|, steps checked, close calls skipped)`.
 #[allow(dead_code)] // used only in builds with a GPU feature
-fn reduced_precision<B: Backend>(device: &B::Device) -> Vec<(String, f32, usize, usize)> {
+fn reduced_precision<B: Backend>(
+    device: &B::Device,
+    every: usize,
+) -> Vec<(String, f32, usize, usize)> {
     let mut report = Vec::new();
     for name in ["gpt2-tiny-f16-untied", "gpt2-tiny-bf16"] {
         let host = LoadOptions::default().path(ComputePath::Host);
@@ -264,7 +268,7 @@ fn reduced_precision<B: Backend>(device: &B::Device) -> Vec<(String, f32, usize,
         };
         let reference = reference(name);
         let (mut worst, mut checked, mut close) = (0f32, 0, 0);
-        for case in &reference.greedy {
+        for case in reference.greedy.iter().step_by(every) {
             let mut seq = match (&case.prompt, case.prompt_index) {
                 (Some(p), _) => p.clone(),
                 (None, Some(i)) => reference.prompts[i].clone(),
@@ -318,7 +322,7 @@ fn reduced_precision<B: Backend>(device: &B::Device) -> Vec<(String, f32, usize,
 #[test]
 fn wgpu_reduced_precision_within_tolerance_and_greedy_ids_where_clear() {
     if let Some(device) = gpu::wgpu("wgpu_reduced_precision_within_tolerance") {
-        reduced_precision::<decode_models::backend::Wgpu>(&device);
+        reduced_precision::<decode_models::backend::Wgpu>(&device, gpu::WGPU_SAMPLE);
     }
 }
 
@@ -329,13 +333,16 @@ fn cuda_reduced_precision_within_tolerance_and_greedy_ids_where_clear() {
         &decode_models::backend::cuda_device(0)
             .expect("an NVIDIA GPU")
             .burn_device(),
+        1,
     );
 }
 
 /// The four checks against transformers, as tests of one backend (`$models` builds an `Option` of
-/// its models: `None` skips, a GPU test on a machine without one).
+/// its models: `None` skips, a GPU test on a machine without one). The checks that step through
+/// many shapes (cached steps, greedy generation) run on every `$every`-th model; each model's
+/// dtype and layout is covered by the whole-prompt and padded-batch checks, which run on all.
 macro_rules! fidelity_tests {
-    ($backend:ident, $models:expr) => {
+    ($backend:ident, $models:expr, $every:expr) => {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
@@ -350,7 +357,7 @@ macro_rules! fidelity_tests {
             #[test]
             fn cached_step_by_step_logits_match_transformers_and_full_recompute() {
                 if let Some(models) = $models {
-                    cached_step_by_step_logits(models);
+                    cached_step_by_step_logits(models.into_iter().step_by($every).collect());
                 }
             }
 
@@ -364,19 +371,20 @@ macro_rules! fidelity_tests {
             #[test]
             fn greedy_ids_and_logprobs_match_transformers() {
                 if let Some(models) = $models {
-                    greedy_ids_and_logprobs(models);
+                    greedy_ids_and_logprobs(models.into_iter().step_by($every).collect());
                 }
             }
         }
     };
 }
 
-fidelity_tests!(cpu, Some(cpu_models()));
+fidelity_tests!(cpu, Some(cpu_models()), 1);
 
 #[cfg(feature = "wgpu")]
 fidelity_tests!(
     wgpu,
-    gpu::wgpu("fidelity on wgpu").map(|d| gpu_models::<decode_models::backend::Wgpu>(&d))
+    gpu::wgpu("fidelity on wgpu").map(|d| gpu_models::<decode_models::backend::Wgpu>(&d)),
+    gpu::WGPU_SAMPLE
 );
 
 #[cfg(feature = "cuda")]
@@ -386,7 +394,8 @@ fidelity_tests!(
         &decode_models::backend::cuda_device(0)
             .expect("an NVIDIA GPU")
             .burn_device()
-    ))
+    )),
+    1
 );
 
 /// A weight larger than the adapter binds in one buffer (lavapipe: 128 MiB; GPT-2's f32 token
