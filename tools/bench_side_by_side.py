@@ -129,15 +129,20 @@ def main():
                    help="cap decode's kernels (DECODE_SIMD); pair avx2 with llama.cpp's "
                         "build-avx2 (AVX2_ONLY=1 tools/llama_cpp.sh setup)")
     p.add_argument("--skip-speculative", action="store_true")
+    p.add_argument("--types", default=",".join(TYPES),
+                   help="weight types to compare, comma-separated (default: all four)")
     a = p.parse_args()
+    types = a.types.split(",")
+    if not set(types) <= set(TYPES):
+        sys.exit(f"--types: each of {types} must be one of {TYPES}")
     if a.simd:
         os.environ["DECODE_SIMD"] = a.simd
     print(f"decode kernels capped at: {a.simd or 'none (the best the CPU has)'}; "
           f"llama.cpp: {a.llama_bin}")
     print(f"machine: {machine()}; load before: {open('/proc/loadavg').read().split()[:3]}")
-    results = {(who, t): [] for who in ["llama.cpp", "decode"] for t in TYPES}
+    results = {(who, t): [] for who in ["llama.cpp", "decode"] for t in types}
     for r in range(a.rounds):
-        for t in TYPES:
+        for t in types:
             gguf = f"{a.gguf_dir}/gpt2-{t}.gguf"
             order = [("llama.cpp", lambda: llama(a.llama_bin, gguf)),
                      ("decode", lambda: decode(a.generate, gguf))]
@@ -149,7 +154,7 @@ def main():
     print("\n| weights | program | decode, batch 1 (tok/s) | prefill 32 (tok/s) | "
           "prefill 512 (tok/s) | batch 8 decode (tok/s, all rows) |")
     print("|---|---|---|---|---|---|")
-    for t in TYPES:
+    for t in types:
         for who in ["decode", "llama.cpp"]:
             cells = results[(who, t)]
             row = [span([c[k] for c in cells]) for k in ["decode", "prefill32", "prefill512",
@@ -159,7 +164,7 @@ def main():
           "(MB) | RSS / weights | decode: load (s) | whole run's peak RSS (MB), decode / llama.cpp |")
     print("|---|---|---|---|---|---|---|")
     prompt = ",".join(map(str, PROMPT32))
-    for t in TYPES:
+    for t in types:
         gguf = f"{a.gguf_dir}/gpt2-{t}.gguf"
         cells = results[("decode", t)]
         size = os.path.getsize(gguf) / 1e6

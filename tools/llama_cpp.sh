@@ -16,8 +16,12 @@
 #   LLAMA_WORK=/tmp/llama   work folder (sdist/, llama_cpp_python-0.3.36/)
 #   AVX2_ONLY=1             also build build-avx2/ (GGML_NATIVE=OFF: AVX, AVX2, FMA, F16C, and ggml's
 #                           default SSE4.2/BMI2; no AVX-512), to compare on the AVX2 code path
+#   NO_AMX=1                also build build-noamx/ (GGML_NATIVE=OFF: AVX2, AVX-VNNI and AVX-512 F/CD/VL/
+#                           DQ/BW/VBMI/VNNI/BF16, no AMX), for a machine whose CPU reports AMX that
+#                           its VM cannot run (seen on a KVM Xeon: the native build dies in
+#                           ldtilecfg on its first product)
 #   JOBS=2                  parallel build jobs
-# Binaries: $LLAMA_WORK/llama_cpp_python-0.3.36/vendor/llama.cpp/build{,-avx2}/bin/
+# Binaries: $LLAMA_WORK/llama_cpp_python-0.3.36/vendor/llama.cpp/build{,-avx2,-noamx}/bin/
 #   llama-bench, llama-batched-bench, llama-quantize, llama-perplexity.
 # convert needs python with torch, transformers, safetensors, numpy, sentencepiece (see
 #   tools/requirements.txt); it runs tools/convert_gguf.py (llama.cpp's convert_hf_to_gguf.py,
@@ -58,6 +62,12 @@ setup() {
     if [[ ${AVX2_ONLY:-0} == 1 ]]; then
         build build-avx2 -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX512=OFF \
             -DGGML_FMA=ON -DGGML_F16C=ON
+    fi
+    if [[ ${NO_AMX:-0} == 1 ]]; then
+        build build-noamx -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX_VNNI=ON \
+            -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON \
+            -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
+            -DGGML_AMX_BF16=OFF
     fi
     echo "llama.cpp $VERSION (llama-cpp-python sdist) built in $SRC"
 }
