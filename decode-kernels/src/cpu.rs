@@ -107,6 +107,41 @@ fn detected() -> Simd {
     Simd::Portable
 }
 
+/// Who made the CPU: some kernel settings (how far ahead, and into which cache, a kernel asks for
+/// its weights) were measured best differently on AMD's and Intel's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maker {
+    /// `AuthenticAMD`.
+    Amd,
+    /// `GenuineIntel`.
+    Intel,
+    /// Any other, or not x86.
+    Other,
+}
+
+/// The CPU's maker, from `cpuid`'s vendor string.
+pub fn maker() -> Maker {
+    static MAKER: OnceLock<Maker> = OnceLock::new();
+    *MAKER.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: every x86-64 CPU has `cpuid` and its leaf 0.
+            #[allow(unused_unsafe)]
+            let id = unsafe { std::arch::x86_64::__cpuid(0) };
+            let mut name = [0u8; 12];
+            for (bytes, reg) in name.chunks_exact_mut(4).zip([id.ebx, id.edx, id.ecx]) {
+                bytes.copy_from_slice(&reg.to_le_bytes());
+            }
+            match &name {
+                b"AuthenticAMD" => return Maker::Amd,
+                b"GenuineIntel" => return Maker::Intel,
+                _ => {}
+            }
+        }
+        Maker::Other
+    })
+}
+
 /// Runs `f` on a worker of the kernels' rayon pool, so the parallel loops inside start without
 /// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
 pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {

@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{PREFETCH_ROWS, TILE, Weight};
+use super::{Prefetch, TILE, Weight};
 
 /// Whether the AVX2 + FMA + F16C kernel can run here.
 pub fn available() -> bool {
@@ -34,25 +34,13 @@ pub unsafe fn load8<T: Weight>(p: *const T) -> __m256 {
     }
 }
 
-/// Asks for the weights `PREFETCH_ROWS` rows ahead (a 64-byte line every 16 f32 / 32 f16
-/// values), so memory requests overlap with the FMAs. Prefetching past the end of the slice is
-/// harmless.
+/// Asks for weight row `row + ahead` (`TILE` values) into the cache level `HINT` names.
 ///
 /// # Safety
 ///
 /// The CPU has SSE (every x86-64 does); `row` may point anywhere (nothing is read through it).
 #[inline(always)]
-pub unsafe fn prefetch_ahead<T>(row: *const T) {
-    unsafe { prefetch_rows::<T, _MM_HINT_T0>(row, PREFETCH_ROWS) }
-}
-
-/// Asks for weight row `row + ahead` (`TILE` values) into the cache level `HINT` names.
-///
-/// # Safety
-///
-/// As [`prefetch_ahead`]'s.
-#[inline(always)]
-unsafe fn prefetch_rows<T, const HINT: i32>(row: *const T, ahead: usize) {
+pub(super) unsafe fn prefetch_rows<T, const HINT: i32>(row: *const T, ahead: usize) {
     let ahead = row.wrapping_add(ahead * TILE) as *const i8;
     let bytes = TILE * std::mem::size_of::<T>();
     let mut off = 0;
@@ -72,8 +60,8 @@ const KC: usize = 64;
 enum Ahead {
     /// Nothing (the hardware prefetcher, or a block another pair already asked for).
     Nothing,
-    /// The weights [`PREFETCH_ROWS`] rows ahead into L1 (the tile as one block).
-    Rows,
+    /// The weights as far ahead as [`Prefetch`] says (the tile as one block).
+    Rows(Prefetch),
     /// The next block into L2, while this block still has every pair's work to do.
     NextBlock,
 }
@@ -110,7 +98,7 @@ unsafe fn rows<T: Weight, const R: usize>(
             let row = w.add(kk * TILE);
             match ahead {
                 Ahead::Nothing => {}
-                Ahead::Rows => prefetch_ahead(row),
+                Ahead::Rows(p) => p.ahead(row),
                 Ahead::NextBlock => prefetch_rows::<T, _MM_HINT_T1>(row, KC),
             }
             for j in 0..TILE / 8 {
@@ -149,7 +137,7 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
         // SAFETY: the whole tile as one block, for the rows present.
         unsafe {
             match rows {
-                2 => self::rows::<T, 2>(w, x, k, k, o, false, Ahead::Rows),
+                2 => self::rows::<T, 2>(w, x, k, k, o, false, Ahead::Rows(Prefetch::here())),
                 1 => self::rows::<T, 1>(w, x, k, k, o, false, Ahead::Nothing),
                 _ => {}
             }

@@ -28,9 +28,66 @@ const AVX2_MANY_ROWS: usize = 24;
 /// Outputs (columns) per tile.
 pub const TILE: usize = 64;
 
-/// How many weight rows ahead of the FMAs the kernels ask for (12 KiB of f32: measured best for
-/// f32, and f16 is flat from 2 to 6 KiB).
-const PREFETCH_ROWS: usize = 48;
+/// How far ahead of its FMAs a float kernel asks for the weights it streams, and into which
+/// cache, as measured best per CPU maker (batch-1 decode of GPT-2 small):
+/// - AMD (a Zen 3 EPYC): 48 rows ahead (12 KiB of f32) into L1, best for f32; f16 is flat from
+///   2 to 6 KiB.
+/// - Intel (a KVM Xeon with AVX-512, `generate --json`, alternating runs): into L1, f16 ran at
+///   62–70 tokens/s whether 6, 12 or 24 KiB ahead, or without asking; into L2, 79–88 from 6 to
+///   48 KiB ahead (best at 48); f32 44–47 into L1, 46–50 into L2 at 24–48 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Prefetch {
+    /// Into L2 (`prefetcht1`) rather than L1 (`prefetcht0`).
+    into_l2: bool,
+    /// Weight rows ahead for f32, and for f16/bf16.
+    rows_f32: usize,
+    rows_half: usize,
+}
+
+impl Prefetch {
+    /// This CPU's.
+    pub(crate) fn here() -> Prefetch {
+        match cpu::maker() {
+            cpu::Maker::Intel => Prefetch {
+                into_l2: true,
+                rows_f32: (48 << 10) / (4 * TILE),
+                rows_half: (48 << 10) / (2 * TILE),
+            },
+            _ => Prefetch {
+                into_l2: false,
+                rows_f32: 48,
+                rows_half: 48,
+            },
+        }
+    }
+
+    /// Asks for the weights the right distance ahead of `row` (one tile row of `T`: a 64-byte
+    /// line every 16 f32 / 32 f16 values), so memory requests overlap with the FMAs. Asking
+    /// past the end of the weights is harmless.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has SSE (every x86-64 does); `row` may point anywhere (nothing is read through
+    /// it).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(crate) unsafe fn ahead<T>(self, row: *const T) {
+        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1};
+        let rows = if std::mem::size_of::<T>() == 4 {
+            self.rows_f32
+        } else {
+            self.rows_half
+        };
+        // SAFETY: prefetches read nothing.
+        unsafe {
+            if self.into_l2 {
+                avx2::prefetch_rows::<T, _MM_HINT_T1>(row, rows);
+            } else {
+                avx2::prefetch_rows::<T, _MM_HINT_T0>(row, rows);
+            }
+        }
+    }
+}
 
 /// `rows` split into `rows.div_ceil(max)` groups of near-equal size (each `max` or fewer
 /// rows): `(first row, rows in the group)`.
