@@ -10,8 +10,8 @@ use super::super::product::Job;
 use super::super::{BLOCK, Format, PANEL};
 use super::{correction, x_scale, x4};
 
-/// How far ahead (in blocks of each panel) multi-row kernels prefetch the weights: 8 measured
-/// best of 2, 4, 8 and 16 (4 KiB of q8_0 ahead).
+/// How far ahead (in blocks of each panel) the kernels prefetch the weights: 8 measured best of
+/// 2, 4, 8 and 16 for several rows (4 KiB of q8_0 ahead).
 const PREFETCH_BLOCKS: usize = 8;
 
 /// `R` rows × `P` panels from panel `p0`, row `r0`: sixteen lanes per panel.
@@ -35,20 +35,21 @@ unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(
         let scales = w.scales.as_ptr().add(p0 * blocks * PANEL);
         let shift = if Q4 { 3 } else { 7 };
         let mut acc = [[_mm512_setzero_ps(); P]; R];
-        // One row streams at memory speed on the hardware prefetcher alone (measured: asking
-        // for more only slows it); several rows compute long enough per line to fall behind.
-        // Of several groups over the same panels, only the first asks (the rest read cache).
-        let ahead = if R > 1 && prefetch {
-            PREFETCH_BLOCKS
-        } else {
-            0
-        };
+        // Several rows compute long enough per line to fall behind the hardware prefetcher:
+        // they ask ahead into L1. Of several groups over the same panels, only the first asks
+        // (the rest read cache). One row asks only where [`run512`] says so, into L2.
+        let ahead = if prefetch { PREFETCH_BLOCKS } else { 0 };
         for b in 0..blocks {
             if ahead > 0 {
                 for p in 0..P {
                     let at = (p * blocks + b + ahead) * pb;
                     for l in (0..pb).step_by(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(quants.wrapping_add(at + l) as *const i8);
+                        let line = quants.wrapping_add(at + l) as *const i8;
+                        if R == 1 {
+                            _mm_prefetch::<_MM_HINT_T1>(line);
+                        } else {
+                            _mm_prefetch::<_MM_HINT_T0>(line);
+                        }
                     }
                     if b % 2 == 0 {
                         let s = scales.wrapping_add((p * blocks + b + ahead) * PANEL);
@@ -124,7 +125,10 @@ unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(
 }
 
 /// One row: a panel at a time, one stream for the hardware prefetcher (measured: two or four
-/// panels at once, four streams, read memory 10–40% slower). Several rows: still a panel at a
+/// panels at once, four streams, read memory 10–40% slower). On AMD it streams on the hardware
+/// prefetcher alone (measured on Zen 3: asking for more only slowed it); on Intel it asks
+/// [`PREFETCH_BLOCKS`] ahead into L2 (measured on a KVM Xeon, batch-1 GPT-2 small: q8_0 132–140
+/// tokens/s → 175–181, q4_0 279–296 → 318–336; 16 or 32 blocks ahead no better). Several rows: still a panel at a
 /// time (one stream, prefetched ahead through the panels that follow), all of them in one group
 /// up to eight rows (each weight load feeding every row's `dpbusd`: the weights stream once, at
 /// an even pace), more in near-equal groups of at most eight over the panel, which the later
@@ -137,9 +141,10 @@ unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(
 unsafe fn run512<const Q4: bool>(job: &Job) {
     unsafe {
         let (first, end) = job.panels();
+        let one_asks = crate::cpu::maker() == crate::cpu::Maker::Intel;
         for p in first..end {
             if job.rows == 1 {
-                tile512::<1, 1, Q4>(job, p, 0, false);
+                tile512::<1, 1, Q4>(job, p, 0, one_asks);
                 continue;
             }
             for (g, (r, n)) in crate::dense::groups(job.rows, 8).enumerate() {
