@@ -15,6 +15,10 @@ the rounds, with their range when they differ.
     for t in f32 f16 q8_0 q4_0; do tools/llama_cpp.sh convert /tmp/gpt2-random /tmp/gguf/gpt2-$t.gguf $t; done
     cargo build --release --example generate
     python tools/bench_side_by_side.py [--rounds 3] [--llama-bin DIR] [--gguf-dir /tmp/gguf]
+        [--types f32,f16,q8_0,q4_0] [--simd avx2 --llama-bin .../build-avx2/bin]
+
+On a VM whose CPU reports AMX it cannot run, llama.cpp's native build dies on its first
+product: compare with `NO_AMX=1 tools/llama_cpp.sh setup` and `--llama-bin .../build-noamx/bin`.
 
 Only the standard library; run it on an otherwise idle machine (it reports the load it saw).
 """
