@@ -6,7 +6,6 @@ use std::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::{Prefetch, TILE, Weight};
-use crate::cpu;
 
 /// Whether the AVX2 + FMA + F16C kernel can run here.
 pub fn available() -> bool {
@@ -139,12 +138,14 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
     if rows <= 2 {
         // SAFETY: the whole tile as one block, for the rows present.
         unsafe {
+            let prefetch = Prefetch::here();
             match rows {
-                2 => self::rows::<T, 2>(w, x, k, k, o, false, Ahead::Rows(Prefetch::here())),
+                2 => self::rows::<T, 2>(w, x, k, k, o, false, Ahead::Rows(prefetch)),
                 1 => {
-                    let ahead = match cpu::maker() {
-                        cpu::Maker::Intel => Ahead::Rows(Prefetch::here()),
-                        _ => Ahead::Nothing,
+                    let ahead = if prefetch.avx2_one_row {
+                        Ahead::Rows(prefetch)
+                    } else {
+                        Ahead::Nothing
                     };
                     self::rows::<T, 1>(w, x, k, k, o, false, ahead)
                 }

@@ -42,6 +42,9 @@ pub(crate) struct Prefetch {
     /// Weight rows ahead for f32, and for f16/bf16.
     rows_f32: usize,
     rows_half: usize,
+    /// Whether one row of the AVX2 tile asks too, or streams on the hardware prefetcher alone
+    /// (see [`avx2::tile`]).
+    pub(crate) avx2_one_row: bool,
 }
 
 impl Prefetch {
@@ -52,11 +55,13 @@ impl Prefetch {
                 into_l2: true,
                 rows_f32: (48 << 10) / (4 * TILE),
                 rows_half: (48 << 10) / (2 * TILE),
+                avx2_one_row: true,
             },
             _ => Prefetch {
                 into_l2: false,
                 rows_f32: 48,
                 rows_half: 48,
+                avx2_one_row: false,
             },
         }
     }

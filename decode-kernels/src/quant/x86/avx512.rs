@@ -127,9 +127,9 @@ unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(
 /// One row: a panel at a time, one stream for the hardware prefetcher (measured: two or four
 /// panels at once, four streams, read memory 10–40% slower). On AMD it streams on the hardware
 /// prefetcher alone (measured on Zen 3: asking for more only slowed it); on Intel it asks
-/// [`PREFETCH_BLOCKS`] ahead into L2 (measured on a KVM Xeon, batch-1 GPT-2 small: q8_0 132–140
-/// tokens/s → 175–181, q4_0 279–296 → 318–336; 16 or 32 blocks ahead no better). Several rows: still a panel at a
-/// time (one stream, prefetched ahead through the panels that follow), all of them in one group
+/// [`PREFETCH_BLOCKS`] ahead into L2 (measured on a KVM Xeon, batch-1 GPT-2 small: q8_0
+/// 132–140 tokens/s → 175–181, q4_0 279–296 → 318–336; 16 or 32 blocks ahead no better).
+/// Several rows: still a panel at a time (one stream, prefetched ahead through the panels that follow), all of them in one group
 /// up to eight rows (each weight load feeding every row's `dpbusd`: the weights stream once, at
 /// an even pace), more in near-equal groups of at most eight over the panel, which the later
 /// groups read from cache.
