@@ -1,6 +1,8 @@
 //! Element-wise functions: the MLP activations (GELU in its tanh and erf forms, ReLU, SiLU) and
 //! an `exp` that vectorises (for them and for attention's softmax).
 
+use rayon::prelude::*;
+
 use crate::cpu::{self, Simd};
 
 /// The exact GELU, `0.5·x·(1 + erf(x/√2))` (torch's default `gelu`), in place.
@@ -28,7 +30,21 @@ pub fn silu(x: &mut [f32]) {
 /// transformers' NewGELUActivation, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, written as
 /// `x / (1 + e^(−2u))` (the same function: 1 + tanh(u) = 2·sigmoid(2u)) with an exp that
 /// vectorises. libm's scalar tanh took 10 ns a value: 12 ms of a 32-token GPT-2-small prefill.
+/// Long inputs (a prompt's MLP) are shared out over the thread pool.
 pub fn gelu_tanh(x: &mut [f32]) {
+    if x.len() >= PARALLEL_FROM {
+        x.par_chunks_mut(PARALLEL_FROM / 2).for_each(gelu_tanh_here);
+    } else {
+        gelu_tanh_here(x);
+    }
+}
+
+/// Values from which an activation runs on the thread pool (at about a nanosecond a value, a
+/// hand-off's few microseconds are then a small part).
+const PARALLEL_FROM: usize = 1 << 15;
+
+/// [`gelu_tanh`] on this thread.
+fn gelu_tanh_here(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match cpu::level() {
         // SAFETY: the CPU has AVX-512F (`cpu::level` checked).
@@ -73,7 +89,9 @@ fn gelu_tanh_lanes(x: &mut [f32]) {
 
 /// `e^x` to a relative 2.5e-7 for finite `x` (saturating below `e^−87` and above `e^88`), in operations
 /// that vectorise: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-7 Taylor polynomial for `e^r`
-/// (truncation below 1e-8), and `2^n` built from its exponent bits.
+/// (truncation below 1e-8), and `2^n` built from its exponent bits. `n` is read from the low
+/// bits of the rounding sum, not converted (`n as i32` saturates, which compilers leave scalar:
+/// one conversion a value took most of GELU's time).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
@@ -83,14 +101,17 @@ pub fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a rounding instruction.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let rounded = x * LOG2_E + ROUND;
+    let n = rounded - ROUND;
+    // `rounded` lies in [2²³, 2²⁴), one unit a step: its bits are ROUND's plus n.
+    let n_bits = rounded.to_bits().wrapping_sub(ROUND.to_bits());
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (1.0 / 2.0
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 #[cfg(test)]

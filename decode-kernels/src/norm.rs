@@ -24,8 +24,8 @@ impl LayerNorm {
         let mut out = vec![0f32; x.len()];
         for (row, y) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
             // f64 sums: the row is short, and this keeps the mean and variance as exact as torch's.
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
+            let mean = sum(row, |v| v) / width as f64;
+            let var = sum(row, |v| (v - mean).powi(2)) / width as f64;
             let inv = (1.0 / (var + self.epsilon).sqrt()) as f32;
             let mean = mean as f32;
             for (((y, &v), &w), &b) in y.iter_mut().zip(row).zip(&self.weight).zip(&self.bias) {
@@ -56,7 +56,7 @@ impl RmsNorm {
         let width = self.weight.len();
         let mut out = vec![0f32; x.len()];
         for (row, y) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-            let mean_square = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64;
+            let mean_square = sum(row, |v| v.powi(2)) / width as f64;
             let inv = (1.0 / (mean_square + self.epsilon).sqrt()) as f32;
             for ((y, &v), &w) in y.iter_mut().zip(row).zip(&self.weight) {
                 *y = v * inv * w;
@@ -64,6 +64,21 @@ impl RmsNorm {
         }
         out
     }
+}
+
+/// `Σ f(v)` over `row` in f64, in eight running sums: one sum is a chain of dependent adds (4
+/// cycles each), which made a 768-wide row's norm take 2 µs (a 512-token prompt's 25 norms a
+/// layer, 23 ms).
+fn sum(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    for chunk in chunks {
+        for (s, &v) in lanes.iter_mut().zip(chunk) {
+            *s += f(v as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
 }
 
 #[cfg(test)]

@@ -233,13 +233,14 @@ mod tests {
 
     /// The portable kernel gives an f64 product's result, and each kernel this CPU can run the
     /// portable kernel's, for every dtype and for
-    /// row counts that exercise every row path: AVX2's 2- and 1-row, AVX-512's groups of 1 to 6
-    /// rows (7 = 4 + 3, 13 = 5 + 4 + 4, 16 = 6 + 5 + 5), over one block of inputs and several.
+    /// row counts that exercise every row path: AVX2's 2- and 1-row and its many-row kernel
+    /// (25), AVX-512's groups of 1 to 6 rows (13 = 5 + 4 + 4, 16 = 6 + 5 + 5), its half tiles of 7
+    /// to 12 rows and its blocks widened once (19, 25), over one block of inputs and several.
     #[test]
     fn every_kernel_matches_the_portable_one() {
         fn check<T: Weight>(w: &[T]) {
             let k = w.len() / TILE;
-            for rows in [1, 2, 3, 5, 7, 8, 13, 16] {
+            for rows in [1, 2, 3, 5, 7, 8, 12, 13, 16, 19, 25] {
                 let xs: Vec<f32> = (0..rows * k)
                     .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
                     .collect();
