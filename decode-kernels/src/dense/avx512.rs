@@ -171,7 +171,19 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
             for half in 0..2 {
                 let c = half * TILE / 2;
                 // SAFETY: columns `c..c + TILE / 2` of all `rows` rows, inputs `kk0..kk0 + kc`.
-                unsafe { half_tile(block.add(c), x, k, kk0, kc, o.add(c), rows, add, ask(block, 2, half)) };
+                unsafe {
+                    half_tile(
+                        block.add(c),
+                        x,
+                        k,
+                        kk0,
+                        kc,
+                        o.add(c),
+                        rows,
+                        add,
+                        ask(block, 2, half),
+                    )
+                };
             }
             continue;
         }

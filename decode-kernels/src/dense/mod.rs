@@ -3,8 +3,9 @@
 //! A tile is [`TILE`] outputs' weights laid out `[inputs][TILE]`: one contiguous stream, widened
 //! to f32 in registers. [`tile`] multiplies a few rows (a decode step, a speculative verify, a
 //! short prompt) by one tile, on the best kernel the CPU has: [`avx512`] (up to six rows share
-//! each weight load), [`avx2`] (two rows), [`avx2_many`] (from four rows on AVX2: a register-blocked
-//! kernel for the FMA units) or [`tile_portable`], the plain-Rust reference.
+//! each weight load over the whole tile, up to twelve over each half), [`avx2`] (two rows),
+//! [`avx2_many`] (from `AVX2_MANY_ROWS` rows on AVX2: a register-blocked kernel for the FMA
+//! units) or [`tile_portable`], the plain-Rust reference.
 
 use half::{bf16, f16};
 

@@ -6,6 +6,9 @@
 //! - [`Drafter`]: [`DraftModel`] (a small model of the same vocabulary, with its own cache),
 //!   [`PromptLookup`] (n-gram matches in the context, no model), or your own.
 //! - [`verify()`]: the verify step, greedy or modified rejection sampling.
+//! - [`DraftTree`] and [`verify_tree`]: drafts that branch, verified losslessly (greedy, the
+//!   target's inverse CDF with the children first, or recursive rejection sampling without
+//!   replacement); a chain verifies as [`verify()`] does, bit for bit.
 //! - [`DraftSchedule`]: γ fixed, transformers' heuristic, or the expected-speed-up optimum.
 //! - The loop is the engine's: [`Engine::speculative`](crate::engine::Engine::speculative) runs it
 //!   for a batch of prompts (each row accepts its own number of tokens), reporting
@@ -13,6 +16,7 @@
 
 mod drafter;
 mod schedule;
+mod tree;
 mod verify;
 
 use std::time::Instant;
@@ -20,6 +24,7 @@ use std::time::Instant;
 use decode_core::{Batch, Cache, Error, LanguageModel, Result};
 pub use drafter::{Draft, DraftModel, DraftRequest, Drafter, OracleDrafter, PromptLookup};
 pub use schedule::{DraftSchedule, GammaState, MAX_DRAFT_TOKENS, expected_speedup};
+pub use tree::{DraftTree, TreeVerdict, verify_tree};
 pub use verify::{Verdict, check_draft, verify};
 
 use crate::engine::sequence::{Row, StopRules, slots_needed};
