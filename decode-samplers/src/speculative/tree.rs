@@ -25,12 +25,10 @@ use std::sync::Arc;
 use decode_core::{Context, Error, LogitsProcessor, Result};
 
 use super::Draft;
+use super::verify::check_distribution;
 use crate::SamplerChain;
 use crate::engine::{check_chosen, check_logits};
 use crate::probs::softmax;
-
-/// How far a draft distribution's sum may be from 1 (as for a chain's drafts).
-const SUM_TOLERANCE: f64 = 1e-3;
 
 /// A tree of drafted tokens (see the [module](self) documentation).
 #[derive(Debug, Clone, PartialEq)]
@@ -175,24 +173,7 @@ impl DraftTree {
             return Ok(());
         };
         for (i, (q, &x)) in probs.iter().zip(&self.tokens).enumerate() {
-            if q.len() != vocab {
-                return bad(format!(
-                    "node {i}'s distribution has {} entries, the vocabulary {vocab}",
-                    q.len()
-                ));
-            }
-            if let Some(v) = q.iter().find(|v| !v.is_finite() || **v < 0.0) {
-                return bad(format!("node {i}'s distribution holds {v}"));
-            }
-            let sum: f64 = q.iter().map(|&v| v as f64).sum();
-            if (sum - 1.0).abs() > SUM_TOLERANCE {
-                return bad(format!("node {i}'s distribution sums to {sum}, not 1"));
-            }
-            if q[x as usize] <= 0.0 {
-                return bad(format!(
-                    "node {i} ({x}) has probability 0 under its own distribution"
-                ));
-            }
+            check_distribution(&format!("node {i}"), q, x, vocab)?;
             if let Some(j) = (0..i).find(|&j| self.parents[j] == self.parents[i])
                 && !Arc::ptr_eq(&probs[j], q)
                 && probs[j][..] != q[..]

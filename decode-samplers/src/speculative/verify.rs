@@ -127,24 +127,34 @@ pub fn check_draft(draft: &Draft, vocab: usize) -> Result<()> {
         ));
     }
     for (i, (q, &x)) in probs.iter().zip(&draft.tokens).enumerate() {
-        if q.len() != vocab {
-            return bad(format!(
-                "distribution {i} has {} entries, the vocabulary {vocab}",
-                q.len()
-            ));
-        }
-        if let Some(v) = q.iter().find(|v| !v.is_finite() || **v < 0.0) {
-            return bad(format!("distribution {i} holds {v}"));
-        }
-        let sum: f64 = q.iter().map(|&v| v as f64).sum();
-        if (sum - 1.0).abs() > DRAFT_SUM_TOLERANCE {
-            return bad(format!("distribution {i} sums to {sum}, not 1"));
-        }
-        if q[x as usize] <= 0.0 {
-            return bad(format!(
-                "token {i} ({x}) has probability 0 under its own distribution"
-            ));
-        }
+        check_distribution(&format!("token {i}"), q, x, vocab)?;
+    }
+    Ok(())
+}
+
+/// Checks the draft distribution `q` that token `x` (`what`, in messages) was drawn from: as long
+/// as the vocabulary, finite, non-negative, summing to 1 (within 1e-3), and giving `x` a
+/// positive probability (keeping a token of probability 0 would change the output
+/// distribution).
+pub(super) fn check_distribution(what: &str, q: &[f32], x: u32, vocab: usize) -> Result<()> {
+    let bad = |message: String| Err(Error::Draft(message));
+    if q.len() != vocab {
+        return bad(format!(
+            "{what}'s distribution has {} entries, the vocabulary {vocab}",
+            q.len()
+        ));
+    }
+    if let Some(v) = q.iter().find(|v| !v.is_finite() || **v < 0.0) {
+        return bad(format!("{what}'s distribution holds {v}"));
+    }
+    let sum: f64 = q.iter().map(|&v| v as f64).sum();
+    if (sum - 1.0).abs() > DRAFT_SUM_TOLERANCE {
+        return bad(format!("{what}'s distribution sums to {sum}, not 1"));
+    }
+    if q[x as usize] <= 0.0 {
+        return bad(format!(
+            "{what} ({x}) has probability 0 under its own distribution"
+        ));
     }
     Ok(())
 }
