@@ -172,7 +172,7 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
                 let c = half * TILE / 2;
                 // SAFETY: columns `c..c + TILE / 2` of all `rows` rows, inputs `kk0..kk0 + kc`.
                 unsafe {
-                    half_tile(
+                    group::<T, T>(
                         block.add(c),
                         x,
                         k,
@@ -214,11 +214,12 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
     }
 }
 
-/// [`rows`] over the whole tile for a group of `n` (1 to 6) rows.
+/// [`rows`] for a group of `n` rows: over the whole tile (`V = 4`) for 1 to 6 rows, over half
+/// of it (`V = 2`, `w` and `o` at that half's first column) for 7 to 12.
 ///
 /// # Safety
 ///
-/// As [`rows`]'s, for `R = n` and `V = 4`.
+/// As [`rows`]'s, for `R = n` and that `V`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn group<T: Weight, W: Weight>(
@@ -240,38 +241,13 @@ unsafe fn group<T: Weight, W: Weight>(
             4 => rows::<T, W, 4, 4>(w, x, k, kk0, kc, o, add, ask),
             5 => rows::<T, W, 5, 4>(w, x, k, kk0, kc, o, add, ask),
             6 => rows::<T, W, 6, 4>(w, x, k, kk0, kc, o, add, ask),
-            _ => unreachable!("row groups have 1 to 6 rows"),
-        }
-    }
-}
-
-/// [`rows`] over half the tile for `n` (7 to 12) rows.
-///
-/// # Safety
-///
-/// As [`rows`]'s, for `R = n` and `V = 2`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn half_tile<T: Weight>(
-    w: *const T,
-    x: *const f32,
-    k: usize,
-    kk0: usize,
-    kc: usize,
-    o: *mut f32,
-    n: usize,
-    add: bool,
-    ask: Option<Ask<T>>,
-) {
-    unsafe {
-        match n {
-            7 => rows::<T, T, 7, 2>(w, x, k, kk0, kc, o, add, ask),
-            8 => rows::<T, T, 8, 2>(w, x, k, kk0, kc, o, add, ask),
-            9 => rows::<T, T, 9, 2>(w, x, k, kk0, kc, o, add, ask),
-            10 => rows::<T, T, 10, 2>(w, x, k, kk0, kc, o, add, ask),
-            11 => rows::<T, T, 11, 2>(w, x, k, kk0, kc, o, add, ask),
-            12 => rows::<T, T, 12, 2>(w, x, k, kk0, kc, o, add, ask),
-            _ => unreachable!("half tiles have 7 to 12 rows"),
+            7 => rows::<T, W, 7, 2>(w, x, k, kk0, kc, o, add, ask),
+            8 => rows::<T, W, 8, 2>(w, x, k, kk0, kc, o, add, ask),
+            9 => rows::<T, W, 9, 2>(w, x, k, kk0, kc, o, add, ask),
+            10 => rows::<T, W, 10, 2>(w, x, k, kk0, kc, o, add, ask),
+            11 => rows::<T, W, 11, 2>(w, x, k, kk0, kc, o, add, ask),
+            12 => rows::<T, W, 12, 2>(w, x, k, kk0, kc, o, add, ask),
+            _ => unreachable!("row groups have 1 to 12 rows"),
         }
     }
 }

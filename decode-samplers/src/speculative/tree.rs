@@ -25,7 +25,7 @@ use std::sync::Arc;
 use decode_core::{Context, Error, LogitsProcessor, Result};
 
 use super::Draft;
-use super::verify::check_distribution;
+use super::verify::{check_distribution, check_tokens};
 use crate::SamplerChain;
 use crate::engine::{check_chosen, check_logits};
 use crate::probs::softmax;
@@ -163,12 +163,7 @@ impl DraftTree {
     /// distribution finite, non-negative, summing to 1 (within 1e-3), as long as the vocabulary,
     /// giving its own node a positive probability, and the same for all siblings.
     pub fn check(&self, vocab: usize) -> Result<()> {
-        let bad = |message: String| Err(Error::Draft(message));
-        if let Some(&x) = self.tokens.iter().find(|&&x| x as usize >= vocab) {
-            return bad(format!(
-                "token {x} is outside the vocabulary (size {vocab})"
-            ));
-        }
+        check_tokens(&self.tokens, vocab)?;
         let Some(probs) = &self.probs else {
             return Ok(());
         };
@@ -178,9 +173,9 @@ impl DraftTree {
                 && !Arc::ptr_eq(&probs[j], q)
                 && probs[j][..] != q[..]
             {
-                return bad(format!(
+                return Err(Error::Draft(format!(
                     "siblings {j} and {i} were drawn from different distributions"
-                ));
+                )));
             }
         }
         Ok(())

@@ -111,11 +111,7 @@ const DRAFT_SUM_TOLERANCE: f64 = 1e-3;
 /// Checks a draft against the contract [`verify`] relies on (see there).
 pub fn check_draft(draft: &Draft, vocab: usize) -> Result<()> {
     let bad = |message: String| Err(Error::Draft(message));
-    if let Some(&x) = draft.tokens.iter().find(|&&x| x as usize >= vocab) {
-        return bad(format!(
-            "token {x} is outside the vocabulary (size {vocab})"
-        ));
-    }
+    check_tokens(&draft.tokens, vocab)?;
     let Some(probs) = &draft.probs else {
         return Ok(());
     };
@@ -130,6 +126,16 @@ pub fn check_draft(draft: &Draft, vocab: usize) -> Result<()> {
         check_distribution(&format!("token {i}"), q, x, vocab)?;
     }
     Ok(())
+}
+
+/// Checks that every drafted token lies inside a vocabulary of `vocab` tokens.
+pub(super) fn check_tokens(tokens: &[u32], vocab: usize) -> Result<()> {
+    match tokens.iter().find(|&&x| x as usize >= vocab) {
+        Some(&x) => Err(Error::Draft(format!(
+            "token {x} is outside the vocabulary (size {vocab})"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks the draft distribution `q` that token `x` (`what`, in messages) was drawn from: as long

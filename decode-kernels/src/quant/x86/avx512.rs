@@ -129,10 +129,10 @@ unsafe fn tile512<const R: usize, const P: usize, const Q4: bool>(
 /// prefetcher alone (measured on Zen 3: asking for more only slowed it); on Intel it asks
 /// [`PREFETCH_BLOCKS`] ahead into L2 (measured on a KVM Xeon, batch-1 GPT-2 small: q8_0
 /// 132–140 tokens/s → 175–181, q4_0 279–296 → 318–336; 16 or 32 blocks ahead no better).
-/// Several rows: still a panel at a time (one stream, prefetched ahead through the panels that follow), all of them in one group
-/// up to eight rows (each weight load feeding every row's `dpbusd`: the weights stream once, at
-/// an even pace), more in near-equal groups of at most eight over the panel, which the later
-/// groups read from cache.
+/// Several rows: still a panel at a time (one stream, prefetched ahead through the panels that
+/// follow), all of them in one group up to eight rows (each weight load feeding every row's
+/// `dpbusd`: the weights stream once, at an even pace), more in near-equal groups of at most
+/// eight over the panel, which the later groups read from cache.
 ///
 /// # Safety
 ///
