@@ -142,6 +142,46 @@ pub fn maker() -> Maker {
     })
 }
 
+/// The size of one core's L1 data cache in bytes, from `cpuid` (AMD's leaf `0x8000_0005`,
+/// Intel's leaf 4); 32 KiB where it does not say. The many-row kernel sizes its blocks by it.
+pub fn l1d_bytes() -> usize {
+    static L1D: OnceLock<usize> = OnceLock::new();
+    *L1D.get_or_init(|| read_l1d().unwrap_or(32 << 10))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn read_l1d() -> Option<usize> {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // SAFETY (every call): every x86-64 CPU has `cpuid` and its leaves 0 and 0x8000_0000;
+    // other leaves are read only where those say they exist.
+    unsafe {
+        match maker() {
+            Maker::Amd if __cpuid(0x8000_0000).eax >= 0x8000_0005 => {
+                let kib = (__cpuid(0x8000_0005).ecx >> 24) as usize;
+                (kib > 0).then_some(kib << 10)
+            }
+            Maker::Intel if __cpuid(0).eax >= 4 => (0..16).find_map(|sub| {
+                let r = __cpuid_count(4, sub);
+                let (kind, level) = (r.eax & 0x1f, (r.eax >> 5) & 0x7);
+                // Type 1 is a data cache; type 0 ends the list.
+                (kind == 1 && level == 1).then(|| {
+                    let ways = ((r.ebx >> 22) & 0x3ff) as usize + 1;
+                    let parts = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+                    let line = (r.ebx & 0xfff) as usize + 1;
+                    ways * parts * line * (r.ecx as usize + 1)
+                })
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn read_l1d() -> Option<usize> {
+    None
+}
+
 /// Runs `f` on a worker of the kernels' rayon pool, so the parallel loops inside start without
 /// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
 pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -160,5 +200,15 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }) {
         Some(pool) => pool.install(f),
         None => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Whatever `cpuid` says, the size is a plausible L1 (AMD and Intel cores have 16–80 KiB).
+    #[test]
+    fn l1d_size_is_plausible() {
+        let l1d = super::l1d_bytes();
+        assert!((8 << 10..=1 << 20).contains(&l1d), "L1D of {l1d} bytes");
     }
 }

@@ -58,12 +58,13 @@ const KC: usize = 64;
 /// What a pass over a block asks for ahead of its loads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ahead {
-    /// Nothing (the hardware prefetcher, or a block another pair already asked for).
+    /// Nothing (the hardware prefetcher).
     Nothing,
     /// The weights as far ahead as [`Prefetch`] says (the tile as one block).
     Rows(Prefetch),
-    /// The next block into L2, while this block still has every pair's work to do.
-    NextBlock,
+    /// The next block's weight row `kk` into L2, for each `kk ≡ phase (mod every)`: the passes
+    /// over a block take turns asking, so the requests spread over the block's whole work.
+    NextBlock { every: usize, phase: usize },
 }
 
 /// `R` (1 or 2) rows over a block of `kc` inputs: `out[r][..] (+)= Σ_kk x[r·k + kk] · w[kk][..]`,
@@ -93,13 +94,23 @@ unsafe fn rows<T: Weight, const R: usize>(
                 }
             }
         }
+        // The next row this pass asks for, with `Ahead::NextBlock`.
+        let mut next = match ahead {
+            Ahead::NextBlock { phase, .. } => phase,
+            _ => usize::MAX,
+        };
         for kk in 0..kc {
             let s: [__m256; R] = std::array::from_fn(|r| _mm256_set1_ps(*x.add(r * k + kk)));
             let row = w.add(kk * TILE);
             match ahead {
                 Ahead::Nothing => {}
                 Ahead::Rows(p) => p.ahead(row),
-                Ahead::NextBlock => prefetch_rows::<T, _MM_HINT_T1>(row, KC),
+                Ahead::NextBlock { every, .. } => {
+                    if kk == next {
+                        prefetch_rows::<T, _MM_HINT_T1>(row, KC);
+                        next += every;
+                    }
+                }
             }
             for j in 0..TILE / 8 {
                 let v = load8(row.add(j * 8));
@@ -123,10 +134,14 @@ unsafe fn rows<T: Weight, const R: usize>(
 /// a KVM Xeon, `DECODE_SIMD=avx2`, batch-1 GPT-2 small: f16 73–75 → 83–88 tokens/s, f32 42–44
 /// → 48). Two rows ask ahead. More rows run in blocks of
 /// [`KC`] inputs, pair after pair over each block while it is in L1, the next block asked for
-/// into L2 meanwhile by the first pair. Measured there, GPT-2 small, a pass of k rows ÷ a
-/// one-row step, k = 4 / 8: f32 1.92 / 2.61 on [`super::avx2_many`]'s kernel, 1.31 / 1.67 here;
-/// f16 1.61 / 2.30 and 1.32 / 2.13 (widening each f16 block into f32 once, for the pairs to
-/// share, measured 1.87 / 3.35).
+/// into L2 meanwhile, the pairs taking turns (the first pair asking for all of it, in a burst,
+/// left the weight stream idle while the later pairs computed). Measured on a Zen 3 EPYC,
+/// GPT-2 small, a pass of k rows ÷ a one-row step, k = 6 / 8 / 12, the two orders interleaved
+/// in one process: f32 1.59 / 1.96 / 2.42 → 1.58 / 1.82 / 1.87, f16 1.64 / 2.06 / 2.70 →
+/// 1.38 / 1.80 / 2.42. Measured there too and left: groups of two or three rows over half
+/// tiles (no register spills; more FMA throughput on a hot tile, but slower passes from
+/// memory at 3–8 rows), and widening each f16 block into f32 once for the pairs to share
+/// (slower at every k).
 ///
 /// # Safety
 ///
@@ -154,6 +169,8 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
         }
         return;
     }
+    // Passes over each block: the pairs, then the odd row if any.
+    let passes = rows.div_ceil(2);
     for k0 in (0..k.max(1)).step_by(KC) {
         let kc = KC.min(k - k0);
         let add = k0 > 0;
@@ -161,20 +178,17 @@ pub unsafe fn tile<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &
         // `xs` and `out` from input `k0`: within the slices, whose lengths were checked.
         unsafe {
             let block = w.add(k0 * TILE);
-            let mut i = 0;
-            while i + 2 <= rows {
+            for (pass, i) in (0..rows).step_by(2).enumerate() {
                 let (x, o) = (x.add(i * k + k0), o.add(i * TILE));
-                let ahead = if i == 0 {
-                    Ahead::NextBlock
-                } else {
-                    Ahead::Nothing
+                let ahead = Ahead::NextBlock {
+                    every: passes,
+                    phase: pass,
                 };
-                self::rows::<T, 2>(block, x, k, kc, o, add, ahead);
-                i += 2;
-            }
-            if i < rows {
-                let (x, o) = (x.add(i * k + k0), o.add(i * TILE));
-                self::rows::<T, 1>(block, x, k, kc, o, add, Ahead::Nothing);
+                if i + 2 <= rows {
+                    self::rows::<T, 2>(block, x, k, kc, o, add, ahead);
+                } else {
+                    self::rows::<T, 1>(block, x, k, kc, o, add, ahead);
+                }
             }
         }
     }

@@ -3,14 +3,15 @@
 //!
 //! The AVX2 kernel of [`super::avx2`] keeps a row's 64 accumulators in registers, two rows
 //! sharing each weight load: the weights stream once, but at about a third of the FMA peak.
-//! Here the tile is cut into blocks of `KC` inputs (32 KiB of f32, which stays in L1 while every
-//! row group uses it; the first group asks for the next block ahead), f16/bf16 blocks are widened
+//! Here the tile is cut into blocks of `KC` inputs (32 KiB of f32; half as many where L1 holds
+//! no more than that), which stay in L1 while every row group uses them, the groups taking turns
+//! asking for the next block; f16/bf16 blocks are widened
 //! once into an f32 scratch block, and a register-blocked micro-kernel sweeps the rows: up to 6
 //! rows × 16 columns (12 accumulators, each weight load feeding 6 FMAs), the tile in 4 column
 //! strips. Measured (`tile_many_timing`): about 97% of the FMA peak from 16 rows on Zen 5, and
-//! on Zen 3 1.3–1.7× [`super::avx2`]'s kernel from 32 rows; there it loses to it on passes that
-//! stream the weights from memory (up to 16 rows), so [`super::tile`] calls [`tile_many`] from
-//! `AVX2_MANY_ROWS` rows. Rows are split into groups of near-equal size (32 rows:
+//! on Zen 3 1.3–1.7× [`super::avx2`]'s kernel from 32 rows; there it loses to it on passes of
+//! fewer than 16 rows (which stream the weights from memory), so [`super::tile`] calls
+//! [`tile_many`] from `AVX2_MANY_ROWS` rows. Rows are split into groups of near-equal size (32 rows:
 //! 6+6+5+5+5+5, not 6·5 + 2), so no pass runs with too few accumulators to hide the FMA latency.
 //!
 //! There is no AVX-512 kernel here: [`super::avx512`]'s (6 rows × 64 columns, 24 of the 32 registers
@@ -25,8 +26,8 @@ use std::mem::MaybeUninit;
 use super::avx2::load8;
 use super::{TILE, Weight, groups};
 
-/// Inputs per block: `KC × TILE` f32 weights (32 KiB) stay in L1 while every row group uses
-/// them.
+/// Inputs per block at most: `KC × TILE` f32 weights (32 KiB) stay in L1 while every row group
+/// uses them (see [`block_inputs`]).
 const KC: usize = 128;
 /// Rows per group at most: 6 × 2 vectors = 12 accumulators, 2 of weights, 1 broadcast (of 16).
 const ROWS: usize = 6;
@@ -40,10 +41,14 @@ const STRIP: usize = 8 * VECS;
 struct Block([f32; KC * TILE]);
 
 /// Where a micro-kernel asks for the weights it will need next (the next block's rows, same
-/// columns), one weight row per step; `at` is null for no prefetching.
+/// columns).
 #[derive(Clone, Copy)]
 struct Ahead {
     at: *const u8,
+    /// Asks for every `every`-th weight row, from row `phase`: the row groups of a block take
+    /// turns, so the next block's requests spread over the whole block's work.
+    every: usize,
+    phase: usize,
     /// Bytes from one weight row to the next (`TILE` weights).
     row: usize,
     /// Bytes of one row a strip takes (`STRIP` weights).
@@ -51,12 +56,15 @@ struct Ahead {
 }
 
 impl Ahead {
-    /// From the next block's start, over weights of type `T`.
+    /// From the next block's start, over weights of type `T`, for the group `phase` of
+    /// `every`.
     #[inline(always)]
-    fn new<T>(at: *const u8) -> Self {
+    fn new<T>(at: *const u8, every: usize, phase: usize) -> Self {
         let size = std::mem::size_of::<T>();
         Ahead {
             at,
+            every,
+            phase,
             row: TILE * size,
             width: STRIP * size,
         }
@@ -130,9 +138,11 @@ unsafe fn kernel<const R: usize>(
                 }
             }
         }
+        let mut next = ahead.phase;
         for kk in 0..kc {
-            if !ahead.at.is_null() {
+            if kk == next {
                 ahead.fetch(kk);
+                next += ahead.every;
             }
             let row = w.add(kk * TILE);
             let mut v = [_mm256_setzero_ps(); VECS];
@@ -178,16 +188,52 @@ unsafe fn pass<const R: usize>(
     }
 }
 
-/// The tile (the contract of [`super::tile`]): per block of `KC` inputs, the block's
-/// weights as f32 (f16/bf16 widened into a scratch block, f32 read in place), then every row
-/// group's pass over it.
+/// Inputs per block on this CPU: [`KC`] where its block (32 KiB of f32) leaves room in L1 for
+/// the rows and sums beside it, else half as many. Measured on a Zen 3 EPYC (32 KiB of L1D),
+/// GPT-2 small, a pass of 16 / 128 rows ÷ a step, interleaved: f16 3.12 / 19.3 at 128 inputs,
+/// 2.91 / 19.5 at 64; f32 2.20 / 12.9 and 2.06 / 11.9 (one process each, 32 and 128 rows: f16
+/// 91 / 148 GFLOP/s → 111 / 195, f32 75 / 96 → 94 / 122); on a Zen 5 (48 KiB) the 32 KiB
+/// block ran at 97% of the FMA peak.
+fn block_inputs() -> usize {
+    if crate::cpu::l1d_bytes() > KC * TILE * 4 {
+        KC
+    } else {
+        KC / 2
+    }
+}
+
+/// The tile (the contract of [`super::tile`]) in blocks of [`block_inputs`].
 ///
 /// # Safety
 ///
 /// The CPU has AVX2, FMA and F16C ([`super::avx2::available`]). The slices' lengths are checked.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tile_many<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, out: &mut [f32]) {
+    // SAFETY: as this function's.
+    unsafe { tile_blocks(w, xs, rows, k, out, block_inputs()) }
+}
+
+/// The tile in blocks of `kc_max` inputs (at most [`KC`]): per block, the block's weights as
+/// f32 (f16/bf16 widened into a scratch block, f32 read in place), then every row group's pass
+/// over it, the groups taking turns asking for the next block (one group asking for all of it,
+/// in a burst, left the weight stream idle while the others computed: measured on a Zen 3 EPYC,
+/// GPT-2 small, a pass of 16 / 24 / 32 rows ÷ a step, f32 2.78 / 3.43 / 4.59 → 1.96 / 2.38 /
+/// 3.20, f16 2.68 / 4.18 / 4.99 → 2.57 / 3.59 / 4.56).
+///
+/// # Safety
+///
+/// As [`tile_many`]'s.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_blocks<T: Weight>(
+    w: &[T],
+    xs: &[f32],
+    rows: usize,
+    k: usize,
+    out: &mut [f32],
+    kc_max: usize,
+) {
     assert!(w.len() >= k * TILE && xs.len() >= rows * k && out.len() >= rows * TILE);
+    assert!((1..=KC).contains(&kc_max));
     if k == 0 {
         out[..rows * TILE].fill(0.0);
         return;
@@ -195,8 +241,9 @@ pub unsafe fn tile_many<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, o
     let mut scratch = MaybeUninit::<Block>::uninit();
     let scratch = scratch.as_mut_ptr() as *mut f32;
     let (x, o) = (xs.as_ptr(), out.as_mut_ptr());
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
+    let every = rows.div_ceil(ROWS);
+    for k0 in (0..k).step_by(kc_max) {
+        let kc = kc_max.min(k - k0);
         let add = k0 > 0;
         // SAFETY (all pointer offsets): within `w`, `xs` and `out`, whose lengths were checked.
         unsafe {
@@ -207,11 +254,11 @@ pub unsafe fn tile_many<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, o
                 widen(src, kc * TILE, scratch);
                 scratch as *const f32
             };
-            // The first group asks for the next block (past the last one: the next tile's
-            // first, which a forward pass reads next; prefetching past the slice is harmless).
-            let next = w.as_ptr().wrapping_add((k0 + KC) * TILE) as *const u8;
-            let mut ahead = Ahead::new::<T>(next);
-            for (i, n) in groups(rows, ROWS) {
+            // The next block (past the last one: the next tile's first, which a forward pass
+            // reads next; prefetching past the slice is harmless).
+            let next = w.as_ptr().wrapping_add((k0 + kc_max) * TILE) as *const u8;
+            for (phase, (i, n)) in groups(rows, ROWS).enumerate() {
+                let ahead = Ahead::new::<T>(next, every, phase);
                 let (x, o) = (x.add(i * k + k0), o.add(i * TILE));
                 match n {
                     1 => pass::<1>(block, x, k, kc, o, add, ahead),
@@ -222,7 +269,6 @@ pub unsafe fn tile_many<T: Weight>(w: &[T], xs: &[f32], rows: usize, k: usize, o
                     6 => pass::<6>(block, x, k, kc, o, add, ahead),
                     _ => unreachable!("row groups have 1 to {ROWS} rows"),
                 }
-                ahead.at = std::ptr::null();
             }
         }
     }
@@ -264,8 +310,8 @@ mod tests {
 
     type Kernel<T> = unsafe fn(&[T], &[f32], usize, usize, &mut [f32]);
 
-    /// The kernels this CPU can run: the dispatcher capped at AVX2, the AVX2 kernel and the
-    /// portable loop (the fallback).
+    /// The kernels this CPU can run: the dispatcher capped at AVX2, the AVX2 kernel (with this
+    /// CPU's blocks and with each size) and the portable loop (the fallback).
     fn kernels<T: Weight>() -> Vec<(&'static str, Kernel<T>)> {
         let mut v: Vec<(&'static str, Kernel<T>)> = vec![
             ("dispatch, AVX2 at most", |w, x, r, k, o| {
@@ -277,6 +323,13 @@ mod tests {
         ];
         if super::super::avx2::available() {
             v.push(("avx2", tile_many::<T>));
+            // Both block sizes, whatever this CPU's L1 picks.
+            v.push(("avx2, 64-input blocks", |w, x, r, k, o| unsafe {
+                tile_blocks(w, x, r, k, o, 64)
+            }));
+            v.push(("avx2, 128-input blocks", |w, x, r, k, o| unsafe {
+                tile_blocks(w, x, r, k, o, 128)
+            }));
         }
         v
     }

@@ -3,7 +3,7 @@
 //! A tile is [`TILE`] outputs' weights laid out `[inputs][TILE]`: one contiguous stream, widened
 //! to f32 in registers. [`tile`] multiplies a few rows (a decode step, a speculative verify, a
 //! short prompt) by one tile, on the best kernel the CPU has: [`avx512`] (up to six rows share
-//! each weight load over the whole tile, up to twelve over each half), [`avx2`] (two rows),
+//! each weight load over the whole tile, up to twelve over each half), [`avx2`] (pairs of rows),
 //! [`avx2_many`] (from `AVX2_MANY_ROWS` rows on AVX2: a register-blocked kernel for the FMA
 //! units) or [`tile_portable`], the plain-Rust reference.
 
@@ -19,12 +19,12 @@ pub mod avx2_many;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 
-/// From this many rows AVX2 runs [`avx2_many`]'s register-blocked kernel (compute-bound work: long
-/// prompts), below it [`avx2::tile`]'s pairs of rows over L1 blocks (passes that stream the
-/// weights from memory). Measured on a Zen 3 EPYC: GPT-2 small, a pass of 16 rows ÷ a step, f32
-/// 2.62 against 3.33, f16 3.91 against 4.11; a tile of 32 or 64 rows from L3, f32 26–30 GFLOP/s
-/// against 30–41.
-const AVX2_MANY_ROWS: usize = 24;
+/// From this many rows AVX2 runs [`avx2_many`]'s register-blocked kernel (compute-bound work:
+/// long prompts), below it [`avx2::tile`]'s pairs of rows over L1 blocks (passes that stream the
+/// weights from memory). Measured on a Zen 3 EPYC, GPT-2 small, a pass of k rows ÷ a step, the
+/// two interleaved in one process, k = 8 / 12 / 16 / 24: f32 1.76 / 1.89 / 2.32 / 2.91 against
+/// 1.87 / 1.88 / 1.98 / 2.83, f16 1.69 / 2.10 / 2.94 / 3.35 against 1.89 / 2.18 / 2.51 / 3.15.
+const AVX2_MANY_ROWS: usize = 16;
 
 /// Outputs (columns) per tile.
 pub const TILE: usize = 64;
@@ -235,7 +235,7 @@ mod tests {
     /// The portable kernel gives an f64 product's result, and each kernel this CPU can run the
     /// portable kernel's, for every dtype and for
     /// row counts that exercise every row path: AVX2's 2- and 1-row and its many-row kernel
-    /// (25), AVX-512's groups of 1 to 6 rows (13 = 5 + 4 + 4, 16 = 6 + 5 + 5), its half tiles of 7
+    /// (16 and more), AVX-512's groups of 1 to 6 rows (13 = 5 + 4 + 4, 16 = 6 + 5 + 5), its half tiles of 7
     /// to 12 rows and its blocks widened once (19, 25), over one block of inputs and several.
     #[test]
     fn every_kernel_matches_the_portable_one() {
