@@ -26,7 +26,6 @@ use decode::models::backend::{Cpu, cpu_device};
 use decode::models::gpt2::{ComputePath, LoadOptions, Quantization};
 use decode::models::weights::Gpt2Weights;
 use decode::models::{Gpt2, Gpt2Config};
-use rayon::prelude::*;
 
 const PROMPT: usize = 32;
 
@@ -53,10 +52,14 @@ fn gpt2_small(dtype: &str) -> Gpt2<Cpu> {
 /// vectors where the CPU has them (measured on a Zen 3 EPYC: 128-bit loads, or shares of 1 MiB
 /// handed out by work stealing, read 10–20% slower); returns the sum (so the read happens).
 fn read_all(data: &[f32]) -> f32 {
-    decode::kernels::cpu::run_on_pool(|| {
-        let chunk = data.len().div_ceil(rayon::current_num_threads());
-        data.par_chunks(chunk.max(1)).map(sum_chunk).sum()
-    })
+    let threads = decode::kernels::pool::threads();
+    let share = data.len().div_ceil(threads).max(1);
+    let mut sums = vec![0f32; threads];
+    decode::kernels::pool::for_each_chunk_mut(&mut sums, 1, |i, sum| {
+        let start = (i * share).min(data.len());
+        sum[0] = sum_chunk(&data[start..(start + share).min(data.len())]);
+    });
+    sums.iter().sum()
 }
 
 fn sum_chunk(chunk: &[f32]) -> f32 {

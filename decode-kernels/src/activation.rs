@@ -1,8 +1,6 @@
 //! Element-wise functions: the MLP activations (GELU in its tanh and erf forms, ReLU, SiLU) and
 //! an `exp` that vectorises (for them and for attention's softmax).
 
-use rayon::prelude::*;
-
 use crate::cpu::{self, Simd};
 
 /// The exact GELU, `0.5·x·(1 + erf(x/√2))` (torch's default `gelu`), in place.
@@ -33,7 +31,7 @@ pub fn silu(x: &mut [f32]) {
 /// Long inputs (a prompt's MLP) are shared out over the thread pool.
 pub fn gelu_tanh(x: &mut [f32]) {
     if x.len() >= PARALLEL_FROM {
-        x.par_chunks_mut(PARALLEL_FROM / 2).for_each(gelu_tanh_here);
+        crate::pool::for_each_chunk_mut(x, PARALLEL_FROM / 2, |_, piece| gelu_tanh_here(piece));
     } else {
         gelu_tanh_here(x);
     }

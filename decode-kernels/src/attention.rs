@@ -5,8 +5,6 @@
 //! to every earlier real slot and to itself. Padding and rolled-back slots (`real == false`) are
 //! skipped, which is the same as transformers' additive mask.
 
-use rayon::prelude::*;
-
 use crate::activation::exp;
 use crate::dense::{self, TILE};
 use crate::scratch::with_scratch;
@@ -81,7 +79,7 @@ pub fn attend(
 
     // Per (row, head): `[steps, head_dim]` outputs.
     let mut per_head = vec![0f32; rows * heads * steps * head_dim];
-    let one = |(rh, out): (usize, &mut [f32])| {
+    let one = |rh: usize, out: &mut [f32]| {
         let (r, h) = (rh / heads, rh % heads);
         let base = (r * kv_heads + h / group) * capacity * head_dim;
         let head = Head {
@@ -98,9 +96,12 @@ pub fn attend(
     };
     let chunk = steps * head_dim;
     if rows * heads * steps * len * head_dim >= PARALLEL_WORK {
-        per_head.par_chunks_mut(chunk).enumerate().for_each(one);
+        crate::pool::for_each_chunk_mut(&mut per_head, chunk, one);
     } else {
-        per_head.chunks_mut(chunk).enumerate().for_each(one);
+        per_head
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(rh, out)| one(rh, out));
     }
 
     // `[rows, heads, steps, head_dim]` → `[rows·steps, embd]`.

@@ -40,8 +40,9 @@ pub fn check_env() -> Result<()> {
     threads().map(|_| ())
 }
 
-/// The threads the host path's pool runs: `RAYON_NUM_THREADS` when set (0 or empty: rayon's
-/// default, one per logical CPU), checked against [`max_threads`].
+/// The threads the kernels' pool ([`crate::pool`]) runs: `RAYON_NUM_THREADS` when set (the
+/// variable rayon, and so burn's CPU backends, read too; 0 or empty: one per logical CPU),
+/// checked against [`max_threads`].
 pub fn threads() -> Result<Option<usize>> {
     let Some(value) = std::env::var_os("RAYON_NUM_THREADS") else {
         return Ok(None);
@@ -180,27 +181,6 @@ fn read_l1d() -> Option<usize> {
 #[cfg(not(target_arch = "x86_64"))]
 fn read_l1d() -> Option<usize> {
     None
-}
-
-/// Runs `f` on a worker of the kernels' rayon pool, so the parallel loops inside start without
-/// a cross-thread hand-off (calling rayon from outside its pool costs a wake-up per loop).
-pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    match POOL.get_or_init(|| {
-        // `check_env` refused an unreadable or absurd RAYON_NUM_THREADS before any model was
-        // built; the count is passed on so rayon never reads the variable itself.
-        let threads = threads()
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .ok()
-    }) {
-        Some(pool) => pool.install(f),
-        None => f(),
-    }
 }
 
 #[cfg(test)]

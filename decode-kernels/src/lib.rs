@@ -11,9 +11,10 @@
 //! - [`norm`], [`activation`], [`rope`]: layer and RMS norms, GELU/ReLU/SiLU and `exp`, rotary
 //!   embeddings.
 //! - [`attention`]: causal (grouped-query) attention over a KV cache in host memory.
-//! - [`cpu`]: which SIMD level runs (`DECODE_SIMD` caps it) and the thread pool
-//!   (`RAYON_NUM_THREADS`, checked); [`scratch`]: a reused per-thread buffer; [`memory`]:
-//!   zeroed weight buffers on huge pages.
+//! - [`cpu`]: which SIMD level runs (`DECODE_SIMD` caps it) and how many threads
+//!   (`RAYON_NUM_THREADS`, checked); [`pool`]: the threads the loops share, which spin between
+//!   loops; [`scratch`]: a reused per-thread buffer; [`memory`]: zeroed weight buffers on huge
+//!   pages.
 //!
 //! Every kernel has a portable reference, and the tests run each SIMD path the machine has
 //! against it.
@@ -26,6 +27,7 @@ pub mod element;
 pub mod linear;
 pub mod memory;
 pub mod norm;
+pub mod pool;
 pub mod quant;
 pub mod rope;
 pub mod scratch;

@@ -11,14 +11,13 @@
 
 use std::sync::OnceLock;
 
-use half::{bf16, f16};
-use rayon::prelude::*;
-
 use crate::dense::{self, TILE, Weight};
 use decode_core::{Error, Result};
+use half::{bf16, f16};
 
 use crate::element::ElementType;
 use crate::memory::Buffer;
+use crate::pool;
 use crate::quant::{self, BLOCK, Format, Kernel, QuantMatrix, QuantRows};
 use crate::scratch::with_scratch;
 
@@ -244,7 +243,7 @@ impl Linear {
             // Tile-major scratch, `rows × TILE` per tile, sized to the rows actually present
             // (every kernel writes the columns that are later read).
             with_scratch(n.div_ceil(TILE) * rows * TILE, |scratch| {
-                let one = |(t, out): (usize, &mut [f32])| match (&self.layout, &xq) {
+                let one = |t: usize, out: &mut [f32]| match (&self.layout, &xq) {
                     (Layout::F32(w), _) => {
                         dense::tile(&w[t * k * TILE..(t + 1) * k * TILE], xs, rows, k, out)
                     }
@@ -261,12 +260,12 @@ impl Linear {
                     (Layout::Quant(_), None) => {}
                 };
                 if rows * k * n >= PARALLEL_WORK {
-                    scratch
-                        .par_chunks_mut(rows * TILE)
-                        .enumerate()
-                        .for_each(one);
+                    pool::for_each_chunk_mut(scratch, rows * TILE, one);
                 } else {
-                    scratch.chunks_mut(rows * TILE).enumerate().for_each(one);
+                    scratch
+                        .chunks_mut(rows * TILE)
+                        .enumerate()
+                        .for_each(|(t, out)| one(t, out));
                 }
                 for (t, acc) in scratch.chunks(rows * TILE).enumerate() {
                     let c0 = t * TILE;

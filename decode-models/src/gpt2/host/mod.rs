@@ -6,15 +6,14 @@
 //! bookkeeping around the matrix products (strided copies of the cache for attention, one
 //! allocation per element-wise op, and a hand-off to the thread pool per op). Here the residual
 //! stream is one `Vec<f32>`, the linear layers are [`decode_kernels::Linear`], attention reads the cache's
-//! buffers in place ([`KvCache::take_host`](crate::KvCache::take_host)), and the whole pass
-//! runs on one rayon pool so no call hands work across threads. The tensor path
+//! buffers in place ([`KvCache::take_host`](crate::KvCache::take_host)), and the loops inside
+//! share the kernels' spinning pool ([`decode_kernels::pool`]). The tensor path
 //! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
 use burn::tensor::backend::Backend;
 use decode_core::{Batch, Error, Result};
 use decode_kernels::activation::{gelu, gelu_tanh, relu};
 use decode_kernels::attention::{self, KvLayer, Span};
-use decode_kernels::cpu::run_on_pool;
 use decode_kernels::norm::LayerNorm;
 use decode_kernels::{Linear, Source};
 
@@ -250,8 +249,7 @@ impl HostGpt2 {
             real: &real,
             activation: self.activation,
         };
-        let logits =
-            run_on_pool(|| self.run(batch, &step.positions, &pass, &mut layers, last_only));
+        let logits = self.run(batch, &step.positions, &pass, &mut layers, last_only);
         cache.restore_host(layers);
         Ok(logits)
     }
