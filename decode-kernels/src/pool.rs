@@ -175,7 +175,11 @@ impl Pool {
         // SAFETY (of the erased lifetime): `f` outlives this call, and the call returns only
         // after `running` is 0, when no worker touches `f` any more.
         let body: *const (dyn Fn(usize) + Sync + '_) = f;
-        let body = Body(unsafe { std::mem::transmute::<_, *const (dyn Fn(usize) + Sync)>(body) });
+        let body = Body(unsafe {
+            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync)>(
+                body,
+            )
+        });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Loop { body, len, chunk });
         self.next.store(0, Ordering::Relaxed);
         self.running.store(workers, Ordering::Relaxed);
@@ -188,8 +192,9 @@ impl Pool {
         struct Join<'a>(&'a Pool);
         impl Drop for Join<'_> {
             fn drop(&mut self) {
+                let mut spins = 0u32;
                 while self.0.running.load(Ordering::Acquire) != 0 {
-                    std::hint::spin_loop();
+                    pause(&mut spins);
                 }
             }
         }
@@ -247,9 +252,8 @@ impl Pool {
             if epoch != seen {
                 return epoch;
             }
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && started.elapsed() >= SPIN {
+            pause(&mut spins);
+            if spins.is_multiple_of(1024) && started.elapsed() >= SPIN {
                 break;
             }
         }
@@ -263,6 +267,18 @@ impl Pool {
             }
             sleep = self.wake.wait(sleep).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+/// One turn of a spin-wait: a pause instruction, and from the 4096th turn on a yield every 64
+/// turns, so that on a machine with more runnable threads than cores (tests in parallel, other
+/// programs) the thread waited for gets the core.
+fn pause(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    if *spins >= 4096 && spins.is_multiple_of(64) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
     }
 }
 
