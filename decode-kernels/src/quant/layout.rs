@@ -239,6 +239,9 @@ pub struct QuantRows {
     /// `[rows][padded / 32]`: each block's `Σ values` (the kernels take the weights as unsigned,
     /// `w + 128` or q4_0's nibble `w + 8`, and subtract `128 · Σx` or `8 · Σx` per block).
     pub(crate) sums: Vec<i32>,
+    /// `[rows][padded / 32]`: `−128 · Σx` and `−8 · Σx`, the corrections the q8_0 and q4_0
+    /// kernels start each block's sums from (read from memory, a broadcast costs no ALU work).
+    pub(crate) corrections: [Vec<i32>; 2],
 }
 
 impl QuantRows {
@@ -274,12 +277,14 @@ impl QuantRows {
                 sums[r * blocks + b] = sum;
             }
         }
+        let corrections = [7, 3].map(|shift| sums.iter().map(|&s| -(s << shift)).collect());
         QuantRows {
             rows,
             padded,
             values,
             scales,
             sums,
+            corrections,
         }
     }
 }
