@@ -236,11 +236,9 @@ pub struct QuantRows {
     pub(crate) values: Vec<i8>,
     /// `[rows][padded / 32]`.
     pub(crate) scales: Vec<f32>,
-    /// `[rows][padded / 32]`: each block's `Σ values` (the kernels take the weights as unsigned,
-    /// `w + 128` or q4_0's nibble `w + 8`, and subtract `128 · Σx` or `8 · Σx` per block).
-    pub(crate) sums: Vec<i32>,
-    /// `[rows][padded / 32]`: `−128 · Σx` and `−8 · Σx`, the corrections the q8_0 and q4_0
-    /// kernels start each block's sums from (read from memory, a broadcast costs no ALU work).
+    /// `[rows][padded / 32]`, twice: each block's `−128 · Σx` and `−8 · Σx`. The kernels take the
+    /// weights as unsigned (`w + 128`, or q4_0's nibble `w + 8`) and start each block's sums
+    /// from these corrections (read from memory: a broadcast of a loaded value costs no ALU work).
     pub(crate) corrections: [Vec<i32>; 2],
 }
 
@@ -283,7 +281,6 @@ impl QuantRows {
             padded,
             values,
             scales,
-            sums,
             corrections,
         }
     }
