@@ -13,7 +13,8 @@
 //! - [`attention`]: causal (grouped-query) attention over a KV cache in host memory.
 //! - [`cpu`]: which SIMD level runs (`DECODE_SIMD` caps it) and how many threads
 //!   (`RAYON_NUM_THREADS`, checked); [`pool`]: the threads the loops share, which spin between
-//!   loops; [`scratch`]: a reused per-thread buffer; [`memory`]: zeroed weight buffers on huge
+//!   loops, and [`pool::Split`], which measures whether sharing a model's pass out pays;
+//!   [`scratch`]: a reused per-thread buffer; [`memory`]: zeroed weight buffers on huge
 //!   pages.
 //!
 //! Every kernel has a portable reference, and the tests run each SIMD path the machine has

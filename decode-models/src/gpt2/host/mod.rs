@@ -7,7 +7,8 @@
 //! allocation per element-wise op, and a hand-off to the thread pool per op). Here the residual
 //! stream is one `Vec<f32>`, the linear layers are [`decode_kernels::Linear`], attention reads the cache's
 //! buffers in place ([`KvCache::take_host`](crate::KvCache::take_host)), and the loops inside
-//! share the kernels' spinning pool ([`decode_kernels::pool`]). The tensor path
+//! share the kernels' spinning pool ([`decode_kernels::pool`]) when that is measured to make a
+//! pass faster (a [`Split`]). The tensor path
 //! ([`super::BurnGpt2`]) computes the same function and is what GPUs run.
 
 use burn::tensor::backend::Backend;
@@ -15,6 +16,7 @@ use decode_core::{Batch, Error, Result};
 use decode_kernels::activation::{gelu, gelu_tanh, relu};
 use decode_kernels::attention::{self, KvLayer, Span};
 use decode_kernels::norm::LayerNorm;
+use decode_kernels::pool::Split;
 use decode_kernels::{Linear, Source};
 
 use crate::KvCache;
@@ -170,6 +172,9 @@ pub struct HostGpt2 {
     activation: Activation,
     /// Per layer, what attention scores are multiplied by.
     scales: Vec<f32>,
+    /// Whether a pass runs faster with its loops shared out over the kernels' pool or on the
+    /// calling thread alone, by the pass's tokens, as measured while the model runs.
+    split: Split,
 }
 
 impl HostGpt2 {
@@ -211,6 +216,7 @@ impl HostGpt2 {
             scales: (0..config.n_layer)
                 .map(|layer| config.attention_scale(layer) as f32)
                 .collect(),
+            split: Split::default(),
         };
         Ok(model)
     }
@@ -249,7 +255,9 @@ impl HostGpt2 {
             real: &real,
             activation: self.activation,
         };
-        let logits = self.run(batch, &step.positions, &pass, &mut layers, last_only);
+        let logits = self.split.run(pass.tokens(), || {
+            self.run(batch, &step.positions, &pass, &mut layers, last_only)
+        });
         cache.restore_host(layers);
         Ok(logits)
     }
