@@ -20,8 +20,8 @@
 //! and back in ~100 ns) or on cores that did not (~450 ns); the embedded KJV target (8.6 MB,
 //! products of 256 × 768 and smaller) ran its decode steps up to twice as fast alone, while
 //! GPT-2 small, whose weights stream from memory, runs faster shared. Timing the loops one by
-//! one did not tell: each product ran faster shared, but the step did not (the results each
-//! worker wrote then crossed to the caller's core outside the loop).
+//! one did not tell: each product ran faster shared, but the step did not (presumably the
+//! results each worker wrote crossing to the caller's core after the loop).
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
